@@ -1,0 +1,42 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyBoundaries keeps DESIGN.md's "must not know about" column
+// true: each package's non-test imports (transitively) may not reach the
+// packages named here. cmd/tcopy-tun is the one place where all of them meet.
+func TestDependencyBoundaries(t *testing.T) {
+	const mod = "github.com/tcopy-tun/tcopy-tun/"
+	gvisor := "gvisor.dev/gvisor"
+	banned := map[string][]string{
+		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/songgao/water", "github.com/vishvananda/netlink"},
+		"replay/session": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink"},
+		"replay":         {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink"},
+		"netstack":       {"github.com/gopacket/gopacket", mod + "replay", mod + "tun", mod + "intercept"},
+		"tun":            {gvisor, "github.com/gopacket/gopacket", mod + "replay", mod + "netstack", mod + "intercept"},
+		"intercept":      {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink"},
+	}
+	for pkg, bans := range banned {
+		out, err := exec.Command("go", "list", "-deps", "-json=ImportPath", "../../"+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(out)))
+		for dec.More() {
+			var p struct{ ImportPath string }
+			if err := dec.Decode(&p); err != nil {
+				t.Fatalf("go list %s: decode: %v", pkg, err)
+			}
+			for _, b := range bans {
+				if p.ImportPath == b || strings.HasPrefix(p.ImportPath, b+"/") {
+					t.Errorf("%s depends on %s, which DESIGN.md says it must not know about", pkg, p.ImportPath)
+				}
+			}
+		}
+	}
+}
