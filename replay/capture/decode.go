@@ -272,7 +272,10 @@ func (d *Decoder) nflog(f *Frame, p *Packet, b []byte, cut bool) (Kind, error) {
 	b = b[4:]
 	var order binary.ByteOrder = binary.LittleEndian
 	if len(b) >= 4 {
-		if l := int(binary.LittleEndian.Uint16(b)); l < 4 || l > len(b) {
+		// Big-endian only if little-endian makes no sense and big-endian
+		// does; if neither, the little-endian reading names the damage.
+		le, be := int(binary.LittleEndian.Uint16(b)), int(binary.BigEndian.Uint16(b))
+		if (le < 4 || le > len(b)) && be >= 4 && be <= len(b) {
 			order = binary.BigEndian
 		}
 	}

@@ -90,6 +90,9 @@ func newSource(r io.Reader, name string, closer io.Closer) (Source, error) {
 		magic, err = br.peek(4)
 		if err != nil && len(magic) < 4 {
 			closer.(*multiCloser).closeOwn()
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, wrapErr(truncated("%s data cut short after %d bytes", container, len(magic)))
+			}
 			if isEOF(err) {
 				if len(magic) == 0 {
 					return nil, wrapErr(notCapture("%s, but empty inside", container))
