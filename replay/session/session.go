@@ -17,6 +17,11 @@ type Chunk struct {
 	// waits for the target to have sent as many before it writes the chunk.
 	// It never decreases from one chunk to the next.
 	ServerBytesBefore int64
+	// StreamOffset is the client stream offset (sequence space from the
+	// session's first client byte, holes included) of Data[0]. A chunk never
+	// spans a hole: where StreamOffset jumps past the previous chunk's end,
+	// Session.Holes names the bytes that were never captured.
+	StreamOffset int64
 }
 
 // End says how a session ended in the capture.
@@ -58,7 +63,44 @@ const (
 	Truncated
 	// ServerFirst: the server spoke before the client (SMTP, MySQL greeting).
 	ServerFirst
+	// SnapLen: some segments were cut by the capture's snap length; their
+	// missing bytes are holes. Always set together with Truncated.
+	SnapLen
+	// ServerCut: ServerData holds only the first Config.ServerDataLimit
+	// bytes of the server stream. Always set together with Truncated.
+	ServerCut
 )
+
+// String lists the set flags, comma-separated ("partial,holes"), or "-"
+// when none is set.
+func (f Flags) String() string {
+	if f == 0 {
+		return "-"
+	}
+	var b []byte
+	for i, name := range flagNames {
+		if f&(1<<i) != 0 {
+			if len(b) > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, name...)
+		}
+	}
+	return string(b)
+}
+
+// Names lists the set flags in the same order and spelling as String.
+func (f Flags) Names() []string {
+	names := []string{}
+	for i, name := range flagNames {
+		if f&(1<<i) != 0 {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+var flagNames = [...]string{"partial", "holes", "truncated", "server-first", "snaplen", "server-cut"}
 
 // Hole is a range of a stream that was not captured.
 type Hole struct {
@@ -93,10 +135,36 @@ type Session struct {
 	// ServerData is the captured server byte stream, up to the builder's
 	// limit (holes are not filled: see Holes). ServerBytes is the whole
 	// length by sequence space.
+	//
+	// Holes are skipped, not zero-filled: ServerData is the captured bytes
+	// back to back, so it is shorter than ServerBytes when the server stream
+	// has holes. ServerSegments maps it back to stream offsets.
 	ServerData  []byte
 	ServerBytes int64
 
 	End   End
 	Flags Flags
 	Holes []Hole
+}
+
+// ServerSegments calls fn for each contiguous captured run of ServerData
+// with the run's server stream offset, in stream order, using the server
+// holes in s.Holes to place the runs. data aliases ServerData.
+func (s *Session) ServerSegments(fn func(offset int64, data []byte)) {
+	var pos int64 // stream offset of ServerData[i]
+	i := 0
+	for _, h := range s.Holes {
+		if !h.Server || i >= len(s.ServerData) {
+			continue
+		}
+		if n := h.Offset - pos; n > 0 {
+			n = min(n, int64(len(s.ServerData)-i))
+			fn(pos, s.ServerData[i:i+int(n)])
+			i += int(n)
+		}
+		pos = h.Offset + h.Len
+	}
+	if i < len(s.ServerData) {
+		fn(pos, s.ServerData[i:])
+	}
 }

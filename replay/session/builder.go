@@ -1,0 +1,938 @@
+package session
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/replay/capture"
+)
+
+// maxAhead bounds how far beyond the receiver's position (the bytes
+// delivered or acknowledged) a segment or an acknowledgment may be and still
+// belong to the connection. Windows rarely exceed a few MiB; a 4-tuple's
+// previous incarnation has an unrelated ISN, so its late packets land
+// anywhere in the 4 GiB sequence space and almost always beyond this.
+const maxAhead = 64 << 20
+
+// Directions of a connection, as indexes into conn.h.
+const (
+	cli = 0 // client → server
+	srv = 1 // server → client
+)
+
+// Stats counts what a Builder did with the packets it was given.
+type Stats struct {
+	Packets  uint64 // segments given to Add
+	Sessions uint64 // sessions emitted
+	// Ignored counts packets of connections that Config.Servers or
+	// Config.Keep did not select.
+	Ignored uint64
+	// Stray counts packets that belong to no session: trailing packets of
+	// a closed connection, packets of an older connection that reused the
+	// 4-tuple (their sequence numbers do not fit the new one), resets that
+	// are out of window, and data beyond a FIN.
+	Stray uint64
+	// NoClientData counts connections without a handshake that closed or
+	// went idle before the client sent any payload: there is nothing to
+	// replay, so they are not sessions.
+	NoClientData uint64
+	// DuplicateBytes counts payload bytes seen again (retransmissions,
+	// overlaps); the first copy was kept.
+	DuplicateBytes uint64
+	// HoleBytes counts bytes never captured, both directions.
+	HoleBytes uint64
+	// Open is the number of connections currently tracked; MaxOpen its
+	// high-water mark. Memory follows these, not the capture size.
+	Open, MaxOpen int
+}
+
+// Builder rebuilds sessions from the TCP segments of a capture.
+//
+// Feed it every segment in capture order with Add, then call Close. It calls
+// emit synchronously from Add or Close each time a session is complete in
+// the capture, so memory follows the connections that are open at a point
+// of the capture, not its size.
+//
+// A Builder is not safe for concurrent use. emit must not call Add or
+// Close. The *Session passed to emit is owned by the callee.
+type Builder struct {
+	cfg     Config
+	emit    func(*Session)
+	servers serverSet
+
+	conns     map[connKey]*conn
+	open      connList // open and ignored connections, least recently active first
+	tombs     connList // closed connections, oldest first
+	listeners map[netip.AddrPort]struct{}
+	free      []*conn // recycled conns (their ooo slices keep their capacity)
+
+	first  time.Time // capture time of the first packet
+	now    time.Time // highest capture time seen: capture time never runs backwards here
+	begun  bool
+	closed bool
+
+	emitted uint64
+	run     []item // scratch: deliveries of the current step, committed in order
+	stats   Stats
+}
+
+// NewBuilder returns a Builder that hands each completed session to emit.
+func NewBuilder(cfg Config, emit func(*Session)) *Builder {
+	cfg = cfg.withDefaults()
+	return &Builder{
+		cfg:       cfg,
+		emit:      emit,
+		servers:   newServerSet(cfg.Servers),
+		conns:     make(map[connKey]*conn),
+		listeners: make(map[netip.AddrPort]struct{}),
+	}
+}
+
+// Stats returns the counters so far.
+func (b *Builder) Stats() Stats {
+	s := b.stats
+	s.Open = len(b.conns)
+	return s
+}
+
+// connKey is the unordered 4-tuple: lower endpoint first.
+type connKey struct{ a, b netip.AddrPort }
+
+func keyOf(x, y netip.AddrPort) connKey {
+	if x.Compare(y) <= 0 {
+		return connKey{x, y}
+	}
+	return connKey{y, x}
+}
+
+type connState uint8
+
+const (
+	stOpen    connState = iota // tracked, may become or be a session
+	stIgnored                  // not selected: packets are only used to see it close
+	stClosed                   // closed: remembered for Linger to absorb trailing packets
+)
+
+// conn is one TCP connection: one 4-tuple and one client ISN.
+type conn struct {
+	key            connKey
+	client, server netip.AddrPort
+	state          connState
+	prev, next     *conn // in Builder.open or Builder.tombs
+
+	lastSeen time.Time // Builder.now at its last packet: orders the idle list
+	last     time.Time // capture time of its last packet
+	closedAt time.Time
+
+	isnKnown bool // the client ISN came from a SYN or a SYN-ACK
+	isn      uint32
+	synced   bool // a packet from the server was accepted: out of SYN-SENT
+	partial  bool // no handshake: the session starts at the first client byte
+	started  bool // sess exists
+	preFin   [2]bool
+	preSrv   bool   // partial, not started: server sequence space was seen
+	preSrvAt uint32 // its highest end
+
+	h    [2]half
+	sess *Session
+
+	end      End
+	endSet   bool
+	snap     bool // some segment was cut by the snap length
+	cut      bool // server data beyond ServerDataLimit was dropped
+	lastOff  time.Duration
+	lastSBB  int64
+	lastHole [2]int // index in sess.Holes of each direction's last hole, or -1
+	oooBytes int
+}
+
+// item is one delivery in stream order: data, or a hole of n bytes.
+type item struct {
+	dir  int
+	off  int64
+	data []byte
+	hole int64
+	t    time.Time
+	sbb  int64
+}
+
+// Add processes one segment. p and p.Payload are only read during the
+// call. Segments must come in capture order; Add after Close panics.
+func (b *Builder) Add(p *capture.Packet) {
+	if b.closed {
+		panic("session: Builder.Add after Close")
+	}
+	b.stats.Packets++
+	if !b.begun {
+		b.begun, b.first, b.now = true, p.Time, p.Time
+	} else if p.Time.After(b.now) {
+		b.now = p.Time
+	}
+	b.expire()
+
+	key := keyOf(p.Src, p.Dst)
+	c := b.conns[key]
+	if c != nil {
+		switch {
+		case c.state == stClosed:
+			if !b.startsNew(c, p) {
+				b.stats.Stray++
+				return
+			}
+			b.drop(c)
+			c = nil
+		case b.startsNew(c, p):
+			b.finish(c, false)
+			c = nil
+		}
+	}
+	if c == nil {
+		if c = b.newConn(key, p); c == nil {
+			return
+		}
+	} else {
+		b.open.remove(c)
+		b.open.push(c)
+	}
+	c.lastSeen = b.now
+	if p.Time.After(c.last) {
+		c.last = p.Time
+	}
+	if c.state == stIgnored {
+		b.ignored(c, p)
+		return
+	}
+	b.packet(c, p)
+}
+
+// startsNew reports whether a segment on the 4-tuple of c opens a new
+// connection: a SYN (or SYN-ACK) whose initial sequence number is not c's.
+// That is how a client port reused later in the capture, even while the old
+// connection lingers in TIME_WAIT, becomes a session of its own.
+func (b *Builder) startsNew(c *conn, p *capture.Packet) bool {
+	if p.Flags&capture.SYN == 0 || p.Flags&capture.RST != 0 {
+		return false
+	}
+	if p.Flags&capture.ACK == 0 { // SYN
+		if c.isnKnown {
+			return !(p.Src == c.client && p.Seq == c.isn)
+		}
+		// A partial connection: its own SYN seen late is not new.
+		h := &c.h[cli]
+		return !(p.Src == c.client && h.known && p.Seq+1 == h.base)
+	}
+	// SYN-ACK: of this connection if it acknowledges the SYN (and the data
+	// on it, with TCP Fast Open).
+	if c.isnKnown {
+		if p.Src == c.client {
+			return false // simultaneous open: not worth a session of its own
+		}
+		return !seqGT(p.Ack, c.isn) || seqGT(p.Ack, c.h[cli].sentEnd())
+	}
+	if !c.started {
+		return true // only ACKs or server bytes so far: the handshake is better
+	}
+	h := &c.h[cli]
+	return !(p.Dst == c.client && h.known && p.Ack == h.base)
+}
+
+func (b *Builder) newConn(key connKey, p *capture.Packet) *conn {
+	if p.Flags&capture.RST != 0 {
+		b.stats.Stray++ // a reset of nothing we know
+		return nil
+	}
+	c := b.alloc()
+	c.key = key
+	c.lastHole = [2]int{-1, -1}
+	syn, ack := p.Flags&capture.SYN != 0, p.Flags&capture.ACK != 0
+	switch {
+	case syn && !ack:
+		c.client, c.server = p.Src, p.Dst
+		c.isnKnown, c.isn = true, p.Seq
+		c.h[cli].init(p.Seq + 1)
+	case syn && ack:
+		c.client, c.server = p.Dst, p.Src
+		c.isnKnown, c.isn = true, p.Ack-1
+		c.h[cli].init(p.Ack)
+		c.h[srv].init(p.Seq + 1)
+	default:
+		c.partial = true
+		if b.serviceSide(p.Src, p.Dst) {
+			c.client, c.server = p.Src, p.Dst
+		} else {
+			c.client, c.server = p.Dst, p.Src
+		}
+	}
+	if syn {
+		b.learnListener(c.server)
+	}
+	c.state = stOpen
+	if (!b.servers.empty() && !b.servers.has(c.server)) || (b.cfg.Keep != nil && !b.cfg.Keep(c.server)) {
+		c.state = stIgnored
+	}
+	b.conns[key] = c
+	b.open.push(c)
+	if n := len(b.conns); n > b.stats.MaxOpen {
+		b.stats.MaxOpen = n
+	}
+	if c.state == stOpen && !c.partial {
+		b.start(c, p.Time)
+	}
+	return c
+}
+
+// start creates the session: at the first packet of a connection with a
+// handshake, at the first client payload of one without.
+func (b *Builder) start(c *conn, t time.Time) {
+	c.started = true
+	c.sess = &Session{
+		EndedBefore: b.emitted,
+		Client:      c.client,
+		Server:      c.server,
+		Start:       t,
+		StartOffset: t.Sub(b.first),
+	}
+	if c.isnKnown {
+		c.sess.ISN = c.isn
+	}
+	if c.partial {
+		c.sess.Flags |= Partial
+	}
+}
+
+// ignored follows a connection that was not selected just far enough to
+// see it close, so that it does not wait for the idle timeout.
+func (b *Builder) ignored(c *conn, p *capture.Packet) {
+	b.stats.Ignored++
+	d := cli
+	if p.Src == c.server {
+		d = srv
+	}
+	if p.Flags&capture.FIN != 0 {
+		c.preFin[d] = true
+	}
+	if p.Flags&capture.RST != 0 || (c.preFin[cli] && c.preFin[srv]) {
+		b.finish(c, true)
+	}
+}
+
+func (b *Builder) packet(c *conn, p *capture.Packet) {
+	d := cli
+	if p.Src == c.server {
+		d = srv
+	}
+	fl := p.Flags
+	syn, ack := fl&capture.SYN != 0, fl&capture.ACK != 0
+
+	// In SYN-SENT, a server packet must acknowledge only what the client
+	// sent. Anything else is a late packet of an older connection on the
+	// same 4-tuple (deepflow's l4-source-port-reuse.pcap: a new SYN, then
+	// server data and resets of the previous connection).
+	if d == srv && !c.synced && c.isnKnown && ack && !syn && seqGT(p.Ack, c.h[cli].sentEnd()) {
+		b.stats.Stray++
+		return
+	}
+	seq := p.Seq
+	if syn {
+		seq++ // the SYN takes one sequence number; data on it follows
+		if d == srv && !c.h[srv].known {
+			c.h[srv].init(seq)
+		}
+	}
+	if fl&capture.RST != 0 {
+		if !b.validReset(c, d, p) {
+			b.stats.Stray++
+			return
+		}
+		if d == srv {
+			c.synced = true
+		}
+		if !c.started {
+			b.finish(c, false)
+			return
+		}
+		if !c.endSet {
+			c.end, c.endSet = EndClientRST, true
+			if d == srv {
+				c.end = EndServerRST
+			}
+		}
+		b.finish(c, true)
+		return
+	}
+	if h := &c.h[d]; h.known && !h.plausible(seq) {
+		b.stats.Stray++ // another incarnation of the 4-tuple
+		return
+	}
+	if d == srv {
+		c.synced = true
+	}
+
+	if !c.started { // partial: wait for the first client payload
+		b.beforeStart(c, d, seq, p)
+		if !c.started {
+			return
+		}
+	} else {
+		if ack {
+			b.ack(c, d, p.Ack)
+		}
+		if len(p.Payload)+p.Missing > 0 {
+			b.data(c, d, seq, p)
+		}
+	}
+	if fl&capture.FIN != 0 {
+		b.fin(c, d, seq+uint32(len(p.Payload)+p.Missing))
+	}
+	if c.h[cli].closed() && c.h[srv].closed() {
+		b.finish(c, true)
+	}
+}
+
+// validReset accepts a reset whose sequence number lies in what its sender
+// has used (from its ISN up to the highest byte seen or acknowledged by the
+// peer). A reset elsewhere belongs to another incarnation of the 4-tuple.
+// Before a side's sequence space is known, its resets are accepted.
+func (b *Builder) validReset(c *conn, d int, p *capture.Packet) bool {
+	if d == srv && !c.synced && c.isnKnown && p.Flags&capture.ACK != 0 {
+		// Refusal of a SYN: RST+ACK acknowledging the SYN.
+		return !seqGT(p.Ack, c.h[cli].sentEnd())
+	}
+	h := &c.h[d]
+	if !h.known {
+		return true
+	}
+	hi := h.sentEnd()
+	if h.peerAckValid && seqGT(h.peerAck, hi) {
+		hi = h.peerAck
+	}
+	return seqGE(p.Seq, h.base-1) && seqGE(hi, p.Seq)
+}
+
+// beforeStart handles a segment of a partial connection that has not seen
+// client payload yet. The first client payload starts the session: the
+// client stream begins at it, and the server stream at what the client had
+// acknowledged then. Server bytes before that answered requests that were
+// not captured: they are not a dependency of anything replayed.
+func (b *Builder) beforeStart(c *conn, d int, seq uint32, p *capture.Packet) {
+	n := len(p.Payload) + p.Missing
+	if d == srv {
+		if n > 0 {
+			if end := seq + uint32(n); !c.preSrv || seqGT(end, c.preSrvAt) {
+				c.preSrv, c.preSrvAt = true, end
+			}
+		}
+		if p.Flags&capture.FIN != 0 {
+			c.preFin[srv] = true
+		}
+	} else if p.Flags&capture.FIN != 0 && n == 0 {
+		c.preFin[cli] = true
+	}
+	if d == srv || n == 0 {
+		if c.preFin[cli] && c.preFin[srv] {
+			b.finish(c, true)
+		}
+		return
+	}
+	c.h[cli].init(seq)
+	c.isn = seq
+	switch {
+	case p.Flags&capture.ACK != 0:
+		c.h[srv].init(p.Ack)
+	case c.preSrv:
+		c.h[srv].init(c.preSrvAt)
+	}
+	b.start(c, p.Time)
+	if p.Flags&capture.ACK != 0 {
+		b.ack(c, cli, p.Ack)
+	}
+	b.data(c, cli, seq, p)
+}
+
+// ack records an acknowledgment sent by direction d for the peer's stream
+// and gives up the gaps it proves lost: the peer received those bytes, so
+// they were on the wire, the capture missed them, and no retransmission
+// will come.
+func (b *Builder) ack(c *conn, d int, ack uint32) {
+	h := &c.h[1-d]
+	if !h.known {
+		if d == cli && !c.partial {
+			// The SYN-ACK was not captured: the client's acknowledgment
+			// (normally the handshake's third packet) is where the
+			// server stream starts.
+			h.init(ack)
+			h.peerAck, h.peerAckValid = ack, true
+		}
+		return
+	}
+	if diff := seqDiff(ack, h.next); diff < -(1<<30) || diff > maxAhead {
+		return // not from this sequence space
+	}
+	if !h.peerAckValid || seqGT(ack, h.peerAck) {
+		h.peerAck, h.peerAckValid = ack, true
+	}
+	if len(h.ooo) > 0 && h.acked(h.ooo[0].seq) {
+		b.drain(c, 1-d)
+		b.commit(c)
+	}
+	if h.fin && len(h.ooo) == 0 && seqGT(h.finSeq, h.next) && h.acked(h.finSeq) {
+		b.hole(c, 1-d, int64(seqDiff(h.finSeq, h.next)))
+		b.commit(c)
+	}
+}
+
+// data handles the payload (and snap-length-missing bytes) of a segment.
+func (b *Builder) data(c *conn, d int, seq uint32, p *capture.Packet) {
+	h := &c.h[d]
+	if !h.known {
+		h.init(seq) // server stream of a handshake whose SYN-ACK was not captured
+	}
+	pc := piece{seq: seq, data: p.Payload, missing: p.Missing, t: p.Time}
+	if p.Missing > 0 {
+		c.snap = true
+	}
+	if end := pc.end(); seqGT(end, h.maxEnd) {
+		h.maxEnd = end
+	}
+	if d == cli {
+		pc.sbb = c.serverBytesKnown(p)
+	}
+	b.segment(c, d, pc)
+	b.commit(c)
+}
+
+// serverBytesKnown is ServerBytesBefore for a client segment: the server
+// bytes the client had received when it sent the segment, which its ACK
+// field states exactly, even when the capture point saw more server bytes
+// in flight (a capture on the server side shows the answer to request 1
+// before a pipelined request 2 arrives, though the client sent 2 first) or
+// fewer (the capture lost them: holes count). Without an ACK field (data
+// on a SYN), the server bytes captured so far.
+func (c *conn) serverBytesKnown(p *capture.Packet) int64 {
+	s := &c.h[srv]
+	if !s.known {
+		return 0
+	}
+	var v int64
+	if p.Flags&capture.ACK != 0 {
+		a := p.Ack
+		if s.fin && seqGT(a, s.finSeq) {
+			a = s.finSeq // the FIN's sequence number is not a byte
+		}
+		if diff := seqDiff(a, s.next); diff > -(1<<30) && diff <= maxAhead {
+			v = s.offOf(a)
+		}
+	} else {
+		v = s.offOf(s.maxEnd)
+	}
+	return max(v, 0)
+}
+
+// segment reassembles one piece of direction d.
+func (b *Builder) segment(c *conn, d int, pc piece) {
+	h := &c.h[d]
+	if h.fin {
+		// Nothing exists at or beyond the FIN.
+		if !seqGT(h.finSeq, pc.seq) {
+			b.stats.Stray++
+			return
+		}
+		if n := int(seqDiff(h.finSeq, pc.seq)); n < pc.len() {
+			pc.keep(n)
+		}
+	}
+	if diff := seqDiff(pc.seq, h.next); diff < 0 {
+		// Starts before next: retransmission, duplicate or overlap. The
+		// bytes already delivered stay (first copy wins).
+		skip := -int64(diff)
+		if skip >= int64(pc.len()) {
+			b.stats.DuplicateBytes += uint64(len(pc.data))
+			return
+		}
+		b.stats.DuplicateBytes += uint64(min(skip, int64(len(pc.data))))
+		pc.trimFront(int(skip))
+	}
+	switch {
+	case pc.seq == h.next:
+	case h.acked(pc.seq):
+		b.hole(c, d, int64(seqDiff(pc.seq, h.next)))
+	default:
+		added := h.insert(pc)
+		c.oooBytes += added
+		b.limitOOO(c, d)
+		return
+	}
+	b.deliver(c, d, pc)
+	b.drain(c, d)
+}
+
+// limitOOO gives up gaps, oldest first, while the connection buffers more
+// than Config.OutOfOrderLimit: memory stays bounded when a segment was lost
+// and the peer's acknowledgments were not captured either.
+func (b *Builder) limitOOO(c *conn, d int) {
+	for c.oooBytes > b.cfg.OutOfOrderLimit {
+		if len(c.h[d].ooo) == 0 {
+			d = 1 - d
+		}
+		h := &c.h[d]
+		if len(h.ooo) == 0 {
+			return
+		}
+		b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
+		b.drain(c, d)
+	}
+}
+
+// drain delivers buffered pieces that have become contiguous, and those
+// behind a gap the peer acknowledged (the gap becomes a hole).
+func (b *Builder) drain(c *conn, d int) {
+	h := &c.h[d]
+	for len(h.ooo) > 0 {
+		q := h.ooo[0]
+		if diff := seqDiff(q.seq, h.next); diff > 0 {
+			if !h.acked(q.seq) {
+				return
+			}
+			b.hole(c, d, int64(diff))
+		}
+		h.ooo[0] = piece{}
+		h.ooo = h.ooo[1:]
+		if len(h.ooo) == 0 {
+			h.ooo = h.ooo[:0:0]
+		}
+		c.oooBytes -= len(q.data)
+		if diff := seqDiff(h.next, q.seq); diff > 0 {
+			if int(diff) >= q.len() {
+				continue
+			}
+			q.trimFront(int(diff))
+		}
+		if h.fin {
+			if !seqGT(h.finSeq, q.seq) {
+				continue
+			}
+			if n := int(seqDiff(h.finSeq, q.seq)); n < q.len() {
+				q.keep(n)
+			}
+		}
+		b.deliver(c, d, q)
+	}
+}
+
+// deliver appends the in-order piece pc (pc.seq == next) to the run.
+func (b *Builder) deliver(c *conn, d int, pc piece) {
+	h := &c.h[d]
+	if n := len(pc.data); n > 0 {
+		b.run = append(b.run, item{dir: d, off: h.off, data: pc.data, t: pc.t, sbb: pc.sbb})
+		h.off += int64(n)
+		h.next += uint32(n)
+	}
+	if pc.missing > 0 {
+		b.hole(c, d, int64(pc.missing))
+	}
+}
+
+func (b *Builder) hole(c *conn, d int, n int64) {
+	if n <= 0 {
+		return
+	}
+	h := &c.h[d]
+	b.run = append(b.run, item{dir: d, off: h.off, hole: n})
+	h.off += n
+	h.next += uint32(n)
+	b.stats.HoleBytes += uint64(n)
+}
+
+func (b *Builder) fin(c *conn, d int, finSeq uint32) {
+	h := &c.h[d]
+	if !h.known {
+		h.init(finSeq) // a server that only closed, its SYN-ACK not captured
+	}
+	if h.fin {
+		return // retransmitted FIN: the first one counts
+	}
+	if seqGT(h.next, finSeq) {
+		return // a FIN inside delivered bytes is bogus
+	}
+	h.fin, h.finSeq = true, finSeq
+	if !c.endSet {
+		c.end, c.endSet = EndClientFIN, true
+		if d == srv {
+			c.end = EndServerFIN
+		}
+	}
+	if h.acked(finSeq) && seqGT(finSeq, h.next) && len(h.ooo) == 0 {
+		b.hole(c, d, int64(seqDiff(finSeq, h.next)))
+		b.commit(c)
+	}
+}
+
+// commit turns the run of deliveries into chunks, server data and holes.
+//
+// Client pieces delivered together came in out of order: a retransmission
+// that filled a gap arrived after later bytes. Their original was sent
+// before those later bytes, so each piece takes the smallest time and
+// ServerBytesBefore of itself and the pieces after it; then both are kept
+// from decreasing across chunks.
+func (b *Builder) commit(c *conn) {
+	if len(b.run) == 0 {
+		return
+	}
+	var minT time.Time
+	minSBB := int64(-1)
+	for i := len(b.run) - 1; i >= 0; i-- {
+		it := &b.run[i]
+		if it.dir != cli || it.hole > 0 {
+			continue
+		}
+		if minSBB >= 0 {
+			if minT.Before(it.t) {
+				it.t = minT
+			}
+			if minSBB < it.sbb {
+				it.sbb = minSBB
+			}
+		}
+		minT, minSBB = it.t, it.sbb
+	}
+	for i := range b.run {
+		it := &b.run[i]
+		switch {
+		case it.hole > 0:
+			b.addHole(c, it.dir == srv, it.off, it.hole)
+		case it.dir == cli:
+			b.addChunk(c, it)
+		default:
+			b.addServer(c, it.data)
+		}
+		*it = item{}
+	}
+	b.run = b.run[:0]
+}
+
+func (b *Builder) addChunk(c *conn, it *item) {
+	s := c.sess
+	off := max(it.t.Sub(s.Start), c.lastOff, 0)
+	sbb := max(it.sbb, c.lastSBB)
+	c.lastOff, c.lastSBB = off, sbb
+	if n := len(s.Chunks); n > 0 && b.cfg.MergeWindow >= 0 {
+		last := &s.Chunks[n-1]
+		if last.ServerBytesBefore == sbb && last.StreamOffset+int64(len(last.Data)) == it.off &&
+			off-last.Offset <= b.cfg.MergeWindow {
+			last.Data = append(last.Data, it.data...)
+			return
+		}
+	}
+	s.Chunks = append(s.Chunks, Chunk{Offset: off, Data: clone(it.data), ServerBytesBefore: sbb, StreamOffset: it.off})
+}
+
+func (b *Builder) addServer(c *conn, data []byte) {
+	s := c.sess
+	limit := b.cfg.ServerDataLimit
+	if limit < 0 {
+		return
+	}
+	room := limit - int64(len(s.ServerData))
+	if int64(len(data)) > room {
+		c.cut = true
+		data = data[:max(room, 0)]
+	}
+	if len(data) == 0 {
+		return
+	}
+	if s.ServerData == nil {
+		// Most answers fit one segment; start at its size.
+		s.ServerData = make([]byte, 0, len(data))
+	}
+	s.ServerData = append(s.ServerData, data...)
+}
+
+func (b *Builder) addHole(c *conn, server bool, off, n int64) {
+	s := c.sess
+	d := cli
+	if server {
+		d = srv
+	}
+	if i := c.lastHole[d]; i >= 0 && s.Holes[i].Offset+s.Holes[i].Len == off {
+		s.Holes[i].Len += n
+		return
+	}
+	c.lastHole[d] = len(s.Holes)
+	s.Holes = append(s.Holes, Hole{Server: server, Offset: off, Len: n})
+}
+
+// finish ends a connection: it emits its session (if it has one) and
+// either remembers it as closed (tomb) or forgets it.
+func (b *Builder) finish(c *conn, tomb bool) {
+	if c.state == stOpen {
+		if c.started {
+			b.flush(c)
+			b.emitSession(c)
+		} else {
+			b.stats.NoClientData++
+		}
+	}
+	b.open.remove(c)
+	if !tomb {
+		delete(b.conns, c.key)
+		b.recycle(c)
+		return
+	}
+	c.state = stClosed
+	c.closedAt = b.now
+	c.sess = nil
+	c.oooBytes = 0
+	for d := range c.h {
+		clear(c.h[d].ooo)
+		c.h[d].ooo = c.h[d].ooo[:0]
+	}
+	b.tombs.push(c)
+}
+
+// flush gives up every remaining gap: buffered pieces are delivered after
+// holes, and bytes the peer acknowledged beyond the last captured one
+// become a trailing hole.
+func (b *Builder) flush(c *conn) {
+	for d := range c.h {
+		h := &c.h[d]
+		if !h.known {
+			continue
+		}
+		for len(h.ooo) > 0 {
+			b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
+			b.drain(c, d)
+		}
+		if h.peerAckValid {
+			limit := h.peerAck
+			gap := seqDiff(limit, h.next)
+			if h.fin {
+				if seqGT(limit, h.finSeq) {
+					limit = h.finSeq
+				}
+				gap = seqDiff(limit, h.next)
+			} else {
+				// An acknowledgment one past the last byte seen is most
+				// likely for a FIN the capture missed, not for a lost
+				// byte: a one-byte tail is not taken as a hole.
+				if gap == 1 {
+					gap = 0
+				}
+			}
+			if gap > 0 && gap < 1<<30 {
+				b.hole(c, d, int64(gap))
+			}
+		}
+	}
+	b.commit(c)
+}
+
+func (b *Builder) emitSession(c *conn) {
+	s := c.sess
+	c.sess = nil
+	s.ID = b.emitted
+	b.emitted++
+	b.stats.Sessions++
+	s.Duration = max(c.last.Sub(s.Start), 0)
+	s.ClientBytes = c.h[cli].off
+	s.ServerBytes = c.h[srv].off
+	if c.endSet {
+		s.End = c.end
+	}
+	if len(s.Holes) > 0 {
+		s.Flags |= Holes
+	}
+	if c.snap {
+		s.Flags |= Truncated | SnapLen
+	}
+	if c.cut {
+		s.Flags |= Truncated | ServerCut
+	}
+	if !c.partial && ((len(s.Chunks) > 0 && s.Chunks[0].ServerBytesBefore > 0) || (len(s.Chunks) == 0 && s.ServerBytes > 0)) {
+		s.Flags |= ServerFirst
+	}
+	b.emit(s)
+}
+
+// expire emits connections idle for longer than IdleTimeout and forgets
+// closed ones older than Linger, both in capture time.
+func (b *Builder) expire() {
+	for c := b.open.head; c != nil && b.now.Sub(c.lastSeen) > b.cfg.IdleTimeout; c = b.open.head {
+		b.finish(c, false)
+	}
+	for c := b.tombs.head; c != nil && b.now.Sub(c.closedAt) > b.cfg.Linger; c = b.tombs.head {
+		b.drop(c)
+	}
+}
+
+// drop forgets a closed connection.
+func (b *Builder) drop(c *conn) {
+	b.tombs.remove(c)
+	delete(b.conns, c.key)
+	b.recycle(c)
+}
+
+// Close emits every open session (End = EndCaptureEnd unless a FIN was
+// seen), least recently active first, and forgets everything. It is
+// idempotent.
+func (b *Builder) Close() {
+	if b.closed {
+		return
+	}
+	for c := b.open.head; c != nil; c = b.open.head {
+		b.finish(c, false)
+	}
+	for c := b.tombs.head; c != nil; c = b.tombs.head {
+		b.drop(c)
+	}
+	b.closed = true
+	b.free = nil
+}
+
+const maxFree = 256
+
+func (b *Builder) alloc() *conn {
+	if n := len(b.free); n > 0 {
+		c := b.free[n-1]
+		b.free = b.free[:n-1]
+		return c
+	}
+	return &conn{}
+}
+
+func (b *Builder) recycle(c *conn) {
+	o0, o1 := c.h[0].ooo, c.h[1].ooo
+	clear(o0)
+	clear(o1)
+	*c = conn{}
+	c.h[0].ooo, c.h[1].ooo = o0[:0], o1[:0]
+	if len(b.free) < maxFree {
+		b.free = append(b.free, c)
+	}
+}
+
+// connList is an intrusive doubly linked list of conns.
+type connList struct{ head, tail *conn }
+
+func (l *connList) push(c *conn) {
+	c.prev, c.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+}
+
+func (l *connList) remove(c *conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if l.head == c {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if l.tail == c {
+		l.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
