@@ -47,7 +47,7 @@ type datagram struct {
 
 // FragStats counts IP fragment handling.
 type FragStats struct {
-	Fragments   int64 // frames that carried an IP fragment of a TCP datagram
+	Fragments   int64 // frames that carried a valid IP fragment of a TCP datagram
 	Reassembled int64 // datagrams completed from fragments
 	// Dropped counts datagrams given up: timed out, evicted by the limits,
 	// inconsistent (overlapping ends, past 64 KiB), or still incomplete
@@ -104,7 +104,6 @@ func (d *defragmenter) drop(g *datagram) {
 // and its protocol once the datagram is complete; the payload is valid until
 // the next call to release.
 func (d *defragmenter) add(k fragKey, now time.Time, off int, more bool, data []byte, proto uint8, known bool) (payload []byte, p uint8, complete bool, err error) {
-	d.stats.Fragments++
 	end := off + len(data)
 	if end > maxDatagram {
 		return nil, 0, false, fmt.Errorf("fragment at offset %d with %d bytes ends past 65535", off, len(data))
@@ -112,6 +111,7 @@ func (d *defragmenter) add(k fragKey, now time.Time, off int, more bool, data []
 	if more && len(data)%8 != 0 {
 		return nil, 0, false, fmt.Errorf("non-final fragment of %d bytes (not a multiple of 8)", len(data))
 	}
+	d.stats.Fragments++
 	if d.pending == nil {
 		d.pending = make(map[fragKey]*datagram)
 	}
