@@ -87,6 +87,12 @@ func prepare(cfg Config, defaulted bool, h host) (plan, error) {
 		if r.Type == unix.RTN_LOCAL {
 			continue
 		}
+		// A lookup answers with the /32 asked for; name the route itself.
+		if rs, err := h.routes(r.Table); err == nil {
+			if best, ok := longestMatch(rs, t); ok && best.Link == r.Link {
+				r = best
+			}
+		}
 		r.linkName = p.linkNames[r.Link]
 		if r.Type != unix.RTN_UNICAST || r.Link == 0 {
 			return p, fmt.Errorf("target %s: not reachable (route %s)", t, r)

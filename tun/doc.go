@@ -44,8 +44,8 @@
 //
 // # Concurrency and shutdown
 //
-// Open and Close must run in the process's own network namespace (they
-// check). A Device's accessors may be called from any goroutine; Close is
+// Open and Close must run in the same network namespace (they check, rather
+// than write another namespace's sysctls). A Device's accessors may be called from any goroutine; Close is
 // idempotent and safe to call concurrently with them, but the packet
 // readers and writers on the fd must be stopped before Close (shutdown
 // order: netstack, then Device.Close). If the process dies without Close,

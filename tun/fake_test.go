@@ -34,7 +34,10 @@ type fakeHost struct {
 
 	// routeGetHook, when set, may answer a route lookup before the model.
 	routeGetHook func(dst, src netip.Addr, iif int) (route, bool, error)
-	closed       bool
+	// onAddRoute, when set, runs after a route was added (to let another
+	// party change the host in the middle of Open).
+	onAddRoute func(r route)
+	closed     bool
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -248,6 +251,9 @@ func (h *fakeHost) addRoute(r route) error {
 	}
 	r.linkName = ""
 	h.routes_ = append(h.routes_, r)
+	if h.onAddRoute != nil {
+		h.onAddRoute(r)
+	}
 	return nil
 }
 

@@ -18,11 +18,12 @@ import (
 // sockets belong to the network namespace they were opened in, whatever
 // thread later uses them) and sysctls through /proc/sys.
 //
-// /proc/sys/net resolves against the calling thread's network namespace, not
-// the Handle's. So the host records the namespace it was made in and checks,
-// on a locked thread, before each sysctl access that it is still there: a
-// Close called from a goroutine locked into another namespace must not
-// restore values over that namespace's settings.
+// /proc/sys/net and /dev/net/tun resolve against the calling thread's
+// network namespace, not the Handle's. So the host records the namespace it
+// was made in and checks, on a locked thread, before each sysctl access and
+// the device's creation that the thread is there: a Close called from a
+// goroutine locked into another namespace must not restore values over that
+// namespace's settings.
 //
 // songgao/water is not used for the device: it hides the fd in an
 // io.ReadWriteCloser, leaks it when TUNSETIFF fails (the very EPERM path we
@@ -39,14 +40,6 @@ func newNetlinkHost() (*netlinkHost, error) {
 	ns, err := threadNetns()
 	if err != nil {
 		return nil, err
-	}
-	var self unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
-		return nil, fmt.Errorf("stat /proc/self/ns/net: %w", err)
-	}
-	if self.Ino != ns {
-		return nil, fmt.Errorf("open tun: the calling thread is in another network namespace than the process; " +
-			"call Open and Close from the process's own namespace")
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -155,7 +148,15 @@ func (h *netlinkHost) routeGet(dst, src netip.Addr, iif int) (route, error) {
 	return fromNetlink(rs[0]), nil
 }
 
-func (h *netlinkHost) createTUN(name string) (*os.File, int, error) {
+func (h *netlinkHost) createTUN(name string) (f *os.File, index int, err error) {
+	err = h.inOwnNetns(func() error {
+		f, index, err = h.createTUNHere(name)
+		return err
+	})
+	return f, index, err
+}
+
+func (h *netlinkHost) createTUNHere(name string) (*os.File, int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
@@ -270,7 +271,7 @@ func (h *netlinkHost) inOwnNetns(fn func() error) error {
 		return err
 	}
 	if ns != h.netns {
-		return fmt.Errorf("sysctl: calling thread left the network namespace the device was opened in: %w", syscall.EXDEV)
+		return fmt.Errorf("calling thread is not in the network namespace the device was opened in: %w", syscall.EXDEV)
 	}
 	return fn()
 }

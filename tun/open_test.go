@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -372,6 +373,33 @@ func TestOpenRefuses(t *testing.T) {
 				t.Errorf("host changed by a refused Open:\n--- before\n%s--- after\n%s", before, after)
 			}
 		})
+	}
+}
+
+// TestOpenVerifyFindsRouteAddedMeanwhile: a more specific route that
+// appears while Open runs (after its checks) and misses the sampled
+// addresses is still found, and Open undoes everything.
+func TestOpenVerifyFindsRouteAddedMeanwhile(t *testing.T) {
+	h := newFakeHost(t)
+	before := h.state()
+	h.onAddRoute = func(r route) {
+		if r.Dst == netip.MustParsePrefix("198.18.0.0/15") {
+			h.routes_ = append(h.routes_, route{Dst: netip.MustParsePrefix("198.18.128.0/24"), Gw: netip.MustParseAddr("10.0.0.1"), Link: 2, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST})
+		}
+	}
+	d, err := open(Config{Targets: addrs("10.0.0.2")}, h)
+	if err == nil {
+		d.Close()
+		t.Fatal("Open succeeded with a route taking part of the client range")
+	}
+	want := "route 198.18.128.0/24 via 10.0.0.1 dev eth0 takes part of client range 198.18.0.0/15 away from tcopy0"
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v; want ErrConflict containing %q", err, want)
+	}
+	// The foreign route stays; everything of ours is gone.
+	h.routes_ = slices.DeleteFunc(h.routes_, func(r route) bool { return r.Dst == netip.MustParsePrefix("198.18.128.0/24") })
+	if after := h.state(); after != before {
+		t.Errorf("host not restored:\n--- before\n%s--- after\n%s", before, after)
 	}
 }
 

@@ -23,6 +23,8 @@ type Netns struct {
 	// Name is the namespace's name for `ip netns`, tcopytest-<pkg>-<random>.
 	Name string
 
+	owned bool // made by NewNetns: deleted at cleanup (else see Current)
+
 	mu    sync.Mutex
 	procs []proc // started here; killed at cleanup
 }
@@ -39,7 +41,7 @@ type proc struct {
 func NewNetns(t testing.TB) *Netns {
 	t.Helper()
 	Privileged(t)
-	n := &Netns{Name: nsName("")}
+	n := &Netns{Name: nsName(""), owned: true}
 	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
 	}
@@ -48,8 +50,23 @@ func NewNetns(t testing.TB) *Netns {
 	return n
 }
 
-// cleanup kills what was started here, then any process still living in the
-// namespace (it can only be one of this test's), then deletes it.
+// Current returns the namespace InNetns runs the calling test in, for use
+// with Veth, Start and the other helpers, or nil outside InNetns. Processes
+// started through it are killed when the test ends; the namespace itself
+// belongs to the outer test, which deletes it.
+func Current(t testing.TB) *Netns {
+	name := os.Getenv(EnvInNetnsName)
+	if name == "" || os.Getenv(EnvInNetns) == "" {
+		return nil
+	}
+	n := &Netns{Name: name}
+	t.Cleanup(func() { n.cleanup(t) })
+	return n
+}
+
+// cleanup kills what was started here, then, for a namespace it owns, any
+// process still living in it (it can only be one of this test's) and the
+// namespace itself.
 func (n *Netns) cleanup(t testing.TB) {
 	n.mu.Lock()
 	procs := n.procs
@@ -62,6 +79,9 @@ func (n *Netns) cleanup(t testing.TB) {
 				t.Logf("netns %s: output of %s:\n%s", n.Name, strings.Join(p.cmd.Args[4:], " "), s)
 			}
 		}
+	}
+	if !n.owned {
+		return
 	}
 	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
@@ -210,28 +230,43 @@ func (n *Netns) SetSysctl(t testing.TB, key, value string) {
 
 // Do runs fn on an OS thread that has joined the namespace, and returns its
 // error. Only fn's own thread is inside: goroutines fn starts run in the
-// test's namespace. The thread is never returned to the Go scheduler (its
-// goroutine exits locked, so the runtime terminates it).
+// test's namespace. Sockets fn opens stay in the namespace wherever they are
+// used later. Afterwards the thread returns to its original namespace; if
+// that fails, it is never given back to the Go scheduler (its goroutine
+// exits locked and the runtime retires it).
 func (n *Netns) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked, see above
+		runtime.LockOSThread()
+		restored := false
 		defer func() {
 			if r := recover(); r != nil {
 				errc <- fmt.Errorf("netns %s: panic: %v", n.Name, r)
 			}
+			if restored {
+				runtime.UnlockOSThread()
+			}
 		}()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("netns %s: open own namespace: %w", n.Name, err)
+			return
+		}
+		defer unix.Close(orig)
 		fd, err := unix.Open("/run/netns/"+n.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			restored = true
 			errc <- fmt.Errorf("netns %s: open: %w", n.Name, err)
 			return
 		}
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
 		unix.Close(fd)
 		if err != nil {
+			restored = true
 			errc <- fmt.Errorf("netns %s: setns: %w", n.Name, err)
 			return
 		}
+		defer func() { restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil }()
 		errc <- fn()
 	}()
 	return <-errc

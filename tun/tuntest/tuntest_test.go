@@ -1,6 +1,7 @@
 package tuntest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -183,6 +184,13 @@ func TestPrivilegedInNetns(t *testing.T) {
 	}
 	if self.Ino != want.Ino {
 		t.Errorf("test process is in netns inode %d, want %s (inode %d)", self.Ino, name, want.Ino)
+	}
+	cur := Current(t)
+	if cur == nil || cur.Name != name {
+		t.Fatalf("Current = %v inside netns %s", cur, name)
+	}
+	if out := cur.Run(t, "sh", "-c", "readlink /proc/self/ns/net"); !strings.Contains(out, fmt.Sprint(want.Ino)) {
+		t.Errorf("Current().Run ran outside %s: %s", name, out)
 	}
 	ifs, err := net.Interfaces()
 	if err != nil || len(ifs) != 1 || ifs[0].Name != "lo" || ifs[0].Flags&net.FlagUp == 0 {
