@@ -78,7 +78,7 @@ func newSource(r io.Reader, name string, closer io.Closer) (Source, error) {
 		// Synchronous decoding (concurrency 1) produces output as input
 		// arrives, which a stream on stdin needs, and starts no goroutines.
 		// The window limit bounds memory against a hostile frame header.
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<28))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(1<<27))
 		if err != nil {
 			return nil, wrapErr(&kindError{detail: "zstd", kind: ErrDamaged, cause: err})
 		}

@@ -196,3 +196,44 @@ func DemoPcap() []byte {
 	}
 	return Pcap(PcapOptions{LinkType: LinkEthernet}, frames)
 }
+
+// HTTPLoad describes a synthetic HTTP/1.1 keep-alive load capture, for
+// benchmarks: Sessions connections to 10.1.0.1:8080 from Clients addresses
+// (10.2.x.y), each with a handshake, Requests GETs answered with BodySize-byte
+// bodies (split at 1460 bytes), client ACKs, and a client close. A session
+// starts every 500µs; requests within a session are 2 ms apart.
+type HTTPLoad struct {
+	Sessions, Requests, BodySize, Clients int
+}
+
+// Packets builds the load's packets, interleaved by time and numbered.
+func (l HTTPLoad) Packets() []capture.Packet {
+	clients := max(l.Clients, 1)
+	body := strings.Repeat("x", l.BodySize)
+	convs := make([][]capture.Packet, 0, l.Sessions)
+	for i := 0; i < l.Sessions; i++ {
+		ci := i % clients
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(ci >> 8), byte(ci)}), uint16(10000+i/clients%50000))
+		c := NewConvAddr(client, DemoServer(), DemoStart().Add(time.Duration(i)*500*time.Microsecond))
+		c.Step = 50 * time.Microsecond
+		c.Handshake()
+		for j := 0; j < l.Requests; j++ {
+			path := "/item/" + strconv.Itoa(j)
+			c.Send("GET " + path + " HTTP/1.1\r\nHost: 10.1.0.1:8080\r\nUser-Agent: load/1.0\r\n\r\n")
+			c.Reply("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+			c.ClientAck().Wait(2 * time.Millisecond)
+		}
+		c.CloseClient()
+		convs = append(convs, c.Packets())
+	}
+	return Merge(convs...)
+}
+
+// Pcap returns the load as an Ethernet pcap with nanosecond timestamps.
+func (l HTTPLoad) Pcap() []byte {
+	frames, err := Frames(LinkEthernet, l.Packets())
+	if err != nil {
+		panic(err)
+	}
+	return Pcap(PcapOptions{LinkType: LinkEthernet, Nano: true}, frames)
+}
