@@ -136,10 +136,19 @@ func (cfg Config) validate() error {
 		if a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsLinkLocalMulticast() {
 			return fmt.Errorf("client range %s: loopback, link-local, multicast or unspecified addresses cannot be clients", p)
 		}
-		for _, q := range cfg.ClientPrefixes[:i] {
-			if p.Overlaps(q) {
-				return fmt.Errorf("client range %s: overlaps client range %s", p, q)
-			}
+	}
+	// Prefixes either nest or are disjoint, so after sorting by first
+	// address any overlap shows between neighbours: O(n log n) for the
+	// thousands of /32s that --keep-client-ip may bring.
+	sorted := slices.SortedFunc(slices.Values(cfg.ClientPrefixes), func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i-1].Overlaps(sorted[i]) {
+			return fmt.Errorf("client range %s: overlaps client range %s", sorted[i], sorted[i-1])
 		}
 	}
 	for _, t := range cfg.Targets {

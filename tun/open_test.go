@@ -316,6 +316,8 @@ func TestOpenRefuses(t *testing.T) {
 		{name: "name with slash", cfg: Config{Name: "a/b"}, want: "contains '/'"},
 		{name: "default route as client range", cfg: Config{ClientPrefixes: prefixes("0.0.0.0/0")}, want: "would route every address"},
 		{name: "overlapping client ranges", cfg: Config{ClientPrefixes: prefixes("198.18.0.0/15", "198.18.3.0/24")}, want: "overlaps client range 198.18.0.0/15"},
+		{name: "overlapping client ranges, apart in the list", cfg: Config{ClientPrefixes: prefixes("100.64.0.9/32", "2001:2::/48", "100.65.0.0/16", "100.64.0.0/24")},
+			want: "client range 100.64.0.9/32: overlaps client range 100.64.0.0/24"},
 		{name: "mtu too small", cfg: Config{MTU: 100}, want: "mtu 100"},
 		{name: "IPv6 range on a kernel without IPv6", cfg: Config{ClientPrefixes: prefixes("2001:2::/48")},
 			setup: removeIPv6, want: "client range 2001:2::/48: IPv6 is disabled in this kernel"},

@@ -330,11 +330,3 @@ func appendOnce(s []string, names ...string) []string {
 	}
 	return s
 }
-
-// familyName is "IPv4" or "IPv6".
-func familyName(a netip.Addr) string {
-	if a.Is4() {
-		return "IPv4"
-	}
-	return "IPv6"
-}
