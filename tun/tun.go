@@ -182,8 +182,9 @@ func open(cfg Config, h host) (_ *Device, err error) {
 		return err
 	})
 
-	// MTU, txqueuelen and the device's own sysctls belong to the device:
-	// they vanish with it, so they need no undo of their own.
+	// MTU and txqueuelen belong to the device and vanish with it: no undo
+	// of their own. Its sysctls vanish too, but are restored anyway, so
+	// that Close logs and undoes exactly what Open did.
 	if err := h.setMTU(index, cfg.MTU); err != nil {
 		return nil, wrap("set mtu %d: %w", cfg.MTU, err)
 	}
