@@ -41,9 +41,11 @@ type Stats struct {
 	DuplicateBytes uint64
 	// HoleBytes counts bytes never captured, both directions.
 	HoleBytes uint64
-	// Open is the number of connections currently tracked; MaxOpen its
-	// high-water mark. Memory follows these, not the capture size.
-	Open, MaxOpen int
+	// Open is the number of connections currently open (including those
+	// not selected); MaxOpen its high-water mark; Closed the closed ones
+	// remembered for Config.Linger. Memory follows these, not the capture
+	// size.
+	Open, MaxOpen, Closed int
 }
 
 // Builder rebuilds sessions from the TCP segments of a capture.
@@ -62,7 +64,9 @@ type Builder struct {
 
 	conns     map[connKey]*conn
 	open      connList // open and ignored connections, least recently active first
-	tombs     connList // closed connections, oldest first
+	tombs     map[connKey]tomb
+	tombQ     []tombRef // tombs in closing order, for expiry; stale entries are skipped
+	tombHead  int
 	listeners map[netip.AddrPort]struct{}
 	free      []*conn // recycled conns (their ooo slices keep their capacity)
 
@@ -84,6 +88,7 @@ func NewBuilder(cfg Config, emit func(*Session)) *Builder {
 		emit:      emit,
 		servers:   newServerSet(cfg.Servers),
 		conns:     make(map[connKey]*conn),
+		tombs:     make(map[connKey]tomb),
 		listeners: make(map[netip.AddrPort]struct{}),
 	}
 }
@@ -92,6 +97,7 @@ func NewBuilder(cfg Config, emit func(*Session)) *Builder {
 func (b *Builder) Stats() Stats {
 	s := b.stats
 	s.Open = len(b.conns)
+	s.Closed = len(b.tombs)
 	return s
 }
 
@@ -110,19 +116,34 @@ type connState uint8
 const (
 	stOpen    connState = iota // tracked, may become or be a session
 	stIgnored                  // not selected: packets are only used to see it close
-	stClosed                   // closed: remembered for Linger to absorb trailing packets
 )
+
+// tomb is what is remembered of a closed connection for Config.Linger, so
+// that its trailing packets (last ACK, retransmitted FIN, keepalive probes)
+// do not start a new connection. It is small on purpose: a busy capture
+// closes thousands of connections per second of capture time.
+type tomb struct {
+	closedAt int64  // Builder.now when it closed, Unix nanoseconds
+	isn      uint32 // client ISN, when isnKnown
+	cliEnd   uint32 // highest sequence number the client used
+	isnKnown bool
+	clientA  bool // the client is key.a
+}
+
+type tombRef struct {
+	key connKey
+	at  int64
+}
 
 // conn is one TCP connection: one 4-tuple and one client ISN.
 type conn struct {
 	key            connKey
 	client, server netip.AddrPort
 	state          connState
-	prev, next     *conn // in Builder.open or Builder.tombs
+	prev, next     *conn // in Builder.open
 
 	lastSeen time.Time // Builder.now at its last packet: orders the idle list
 	last     time.Time // capture time of its last packet
-	closedAt time.Time
 
 	isnKnown bool // the client ISN came from a SYN or a SYN-ACK
 	isn      uint32
@@ -168,33 +189,37 @@ func (b *Builder) Add(p *capture.Packet) {
 	} else if p.Time.After(b.now) {
 		b.now = p.Time
 	}
-	b.expire()
-
 	key := keyOf(p.Src, p.Dst)
 	c := b.conns[key]
 	if c != nil {
-		switch {
-		case c.state == stClosed:
-			if !b.startsNew(c, p) {
-				b.stats.Stray++
-				return
-			}
-			b.drop(c)
-			c = nil
-		case b.startsNew(c, p):
-			b.finish(c, false)
-			c = nil
-		}
-	}
-	if c == nil {
-		if c = b.newConn(key, p); c == nil {
-			return
-		}
-	} else {
+		// Touch before expiring: a connection is idle only when others
+		// moved capture time on without it. A timestamp jump (pcapng
+		// interfaces with skewed clocks) must not cut the very
+		// connection whose packet jumped.
+		c.lastSeen = b.now
 		b.open.remove(c)
 		b.open.push(c)
 	}
-	c.lastSeen = b.now
+	if b.expire() {
+		c = b.conns[key]
+	}
+	if c != nil && b.startsNew(c, p) {
+		b.finish(c, false)
+		c = nil
+	}
+	if c == nil {
+		if t, ok := b.tombs[key]; ok {
+			if !t.startsNew(key, p) {
+				b.stats.Stray++
+				return
+			}
+			delete(b.tombs, key)
+		}
+		if c = b.newConn(key, p); c == nil {
+			return
+		}
+		c.lastSeen = b.now
+	}
 	if p.Time.After(c.last) {
 		c.last = p.Time
 	}
@@ -224,16 +249,38 @@ func (b *Builder) startsNew(c *conn, p *capture.Packet) bool {
 	// SYN-ACK: of this connection if it acknowledges the SYN (and the data
 	// on it, with TCP Fast Open).
 	if c.isnKnown {
-		if p.Src == c.client {
-			return false // simultaneous open: not worth a session of its own
-		}
-		return !seqGT(p.Ack, c.isn) || seqGT(p.Ack, c.h[cli].sentEnd())
+		return synAckStartsNew(p, c.client, c.isn, c.h[cli].sentEnd())
 	}
 	if !c.started {
 		return true // only ACKs or server bytes so far: the handshake is better
 	}
 	h := &c.h[cli]
 	return !(p.Dst == c.client && h.known && p.Ack == h.base)
+}
+
+func synAckStartsNew(p *capture.Packet, client netip.AddrPort, isn, cliEnd uint32) bool {
+	if p.Src == client {
+		return false // simultaneous open: not worth a session of its own
+	}
+	return !seqGT(p.Ack, isn) || seqGT(p.Ack, cliEnd)
+}
+
+// startsNew is Builder.startsNew for a closed connection.
+func (t tomb) startsNew(key connKey, p *capture.Packet) bool {
+	if p.Flags&capture.SYN == 0 || p.Flags&capture.RST != 0 {
+		return false
+	}
+	if !t.isnKnown {
+		return true
+	}
+	client := key.b
+	if t.clientA {
+		client = key.a
+	}
+	if p.Flags&capture.ACK == 0 {
+		return !(p.Src == client && p.Seq == t.isn)
+	}
+	return synAckStartsNew(p, client, t.isn, t.cliEnd)
 }
 
 func (b *Builder) newConn(key connKey, p *capture.Packet) *conn {
@@ -762,8 +809,8 @@ func (b *Builder) addHole(c *conn, server bool, off, n int64) {
 }
 
 // finish ends a connection: it emits its session (if it has one) and
-// either remembers it as closed (tomb) or forgets it.
-func (b *Builder) finish(c *conn, tomb bool) {
+// either remembers it as closed for Config.Linger (linger) or forgets it.
+func (b *Builder) finish(c *conn, linger bool) {
 	if c.state == stOpen {
 		if c.started {
 			b.flush(c)
@@ -773,20 +820,19 @@ func (b *Builder) finish(c *conn, tomb bool) {
 		}
 	}
 	b.open.remove(c)
-	if !tomb {
-		delete(b.conns, c.key)
-		b.recycle(c)
-		return
+	delete(b.conns, c.key)
+	if linger {
+		at := b.now.UnixNano()
+		b.tombs[c.key] = tomb{
+			closedAt: at,
+			isn:      c.isn,
+			cliEnd:   c.h[cli].sentEnd(),
+			isnKnown: c.isnKnown,
+			clientA:  c.client == c.key.a,
+		}
+		b.tombQ = append(b.tombQ, tombRef{c.key, at})
 	}
-	c.state = stClosed
-	c.closedAt = b.now
-	c.sess = nil
-	c.oooBytes = 0
-	for d := range c.h {
-		clear(c.h[d].ooo)
-		c.h[d].ooo = c.h[d].ooo[:0]
-	}
-	b.tombs.push(c)
+	b.recycle(c)
 }
 
 // flush gives up every remaining gap: buffered pieces are delivered after
@@ -855,20 +901,31 @@ func (b *Builder) emitSession(c *conn) {
 
 // expire emits connections idle for longer than IdleTimeout and forgets
 // closed ones older than Linger, both in capture time.
-func (b *Builder) expire() {
+// It reports whether it removed any.
+func (b *Builder) expire() bool {
+	any := false
 	for c := b.open.head; c != nil && b.now.Sub(c.lastSeen) > b.cfg.IdleTimeout; c = b.open.head {
 		b.finish(c, false)
+		any = true
 	}
-	for c := b.tombs.head; c != nil && b.now.Sub(c.closedAt) > b.cfg.Linger; c = b.tombs.head {
-		b.drop(c)
+	horizon := b.now.Add(-b.cfg.Linger).UnixNano()
+	for b.tombHead < len(b.tombQ) && b.tombQ[b.tombHead].at < horizon {
+		r := b.tombQ[b.tombHead]
+		b.tombQ[b.tombHead] = tombRef{}
+		b.tombHead++
+		// The 4-tuple may have closed again since: only the tomb of
+		// this closing goes.
+		if t, ok := b.tombs[r.key]; ok && t.closedAt == r.at {
+			delete(b.tombs, r.key)
+		}
 	}
-}
-
-// drop forgets a closed connection.
-func (b *Builder) drop(c *conn) {
-	b.tombs.remove(c)
-	delete(b.conns, c.key)
-	b.recycle(c)
+	if b.tombHead > 1024 && b.tombHead > len(b.tombQ)/2 {
+		n := copy(b.tombQ, b.tombQ[b.tombHead:])
+		clear(b.tombQ[n:])
+		b.tombQ = b.tombQ[:n]
+		b.tombHead = 0
+	}
+	return any
 }
 
 // Close emits every open session (End = EndCaptureEnd unless a FIN was
@@ -881,9 +938,8 @@ func (b *Builder) Close() {
 	for c := b.open.head; c != nil; c = b.open.head {
 		b.finish(c, false)
 	}
-	for c := b.tombs.head; c != nil; c = b.tombs.head {
-		b.drop(c)
-	}
+	clear(b.tombs)
+	b.tombQ, b.tombHead = nil, 0
 	b.closed = true
 	b.free = nil
 }

@@ -12,9 +12,11 @@ const (
 	// continuation becomes a partial session that has lost its login.
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultLinger keeps a closed connection's identity for trailing
-	// packets (last ACK, retransmitted FIN). Seconds are enough: they come
-	// within a few round trips or retransmission timeouts.
-	DefaultLinger = 10 * time.Second
+	// packets: last ACKs, FINs retransmitted with backoff, keepalive
+	// probes. Linux keeps TIME_WAIT for 60 s; a peer that never got the
+	// final ACK retransmits for about as long. A closed connection costs
+	// about 150 bytes for that long.
+	DefaultLinger = time.Minute
 	// DefaultServerDataLimit bounds the server stream kept per session for
 	// later comparison with the target's answer.
 	DefaultServerDataLimit = 1 << 20

@@ -140,11 +140,22 @@ func tlsRecord(b []byte) int {
 
 var httpMethods = [][]byte{
 	[]byte("GET "), []byte("POST "), []byte("PUT "), []byte("HEAD "), []byte("DELETE "),
-	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE "),
+	[]byte("OPTIONS "), []byte("PATCH "), []byte("TRACE "),
 	[]byte("PRI * HTTP/2.0"),
 }
 
 func httpClient(b []byte) int {
+	line := b
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		line = b[:i]
+	}
+	if bytes.HasPrefix(b, []byte("CONNECT ")) {
+		// NATS clients also start with "CONNECT ", followed by JSON.
+		if t := line[len("CONNECT "):]; len(t) > 0 && t[0] != '{' && bytes.IndexByte(t, ':') > 0 {
+			return strong
+		}
+		return none
+	}
 	for _, m := range httpMethods {
 		if bytes.HasPrefix(b, m) {
 			return strong
@@ -152,16 +163,18 @@ func httpClient(b []byte) int {
 	}
 	// Other methods (WebDAV's PROPFIND, odd ones): a token, a space, and
 	// an HTTP version on the first line.
-	line := b
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
-		line = b[:i]
-	}
 	sp := bytes.IndexByte(line, ' ')
-	if sp < 3 || !upperToken(line[:sp]) {
+	if sp < 3 || sp > 20 || !upperToken(line[:sp]) {
 		return none
 	}
 	if bytes.Contains(line[sp:], []byte(" HTTP/1.")) {
 		return strong
+	}
+	// The version may lie beyond the prefix (a long URL): a request
+	// target in origin or absolute form still says HTTP.
+	target := line[sp+1:]
+	if bytes.HasPrefix(target, []byte("/")) || bytes.HasPrefix(target, []byte("http://")) || bytes.HasPrefix(target, []byte("https://")) {
+		return weak + 1
 	}
 	return none
 }
@@ -289,6 +302,10 @@ func mysqlServer(b []byte) int {
 		if i := bytes.IndexByte(b[5:], 0); i > 0 && printable(b[5:5+i]) {
 			return strong
 		}
+	}
+	// A refusal instead of the greeting ("Host ... is not allowed").
+	if seq == 0 && b[4] == 0xff && n == len(b)-4 {
+		return weak
 	}
 	// Mid-stream answers: OK, ERR, EOF or a column count.
 	if seq > 0 && n == len(b)-4 && (b[4] == 0x00 || b[4] == 0xff || b[4] == 0xfe || b[4] < 0x20) {
