@@ -1,0 +1,141 @@
+package replay
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
+)
+
+// Observer watches sessions while the engine replays them; intercept
+// implements it to record and compare what the target answered. The engine
+// drains every byte the target sends whether or not an Observer is set.
+//
+// Begin is called once per replayed session copy, after the session was
+// admitted (its causal predecessors are done, its start time has come, it
+// holds a concurrency slot) and before it is dialed, from the goroutine that
+// drives it. Begin is called concurrently for different sessions and must not
+// block for long: the session's start waits for it.
+type Observer interface {
+	// Begin returns the observer for this one session, or nil to observe
+	// nothing more of it. info and the session it points to stay valid and
+	// unchanged until Done returns; Begin must not modify them.
+	Begin(info *SessionInfo) SessionObserver
+}
+
+// SessionObserver follows one session. Its methods are never called
+// concurrently with each other: Received is called by the session's reader
+// goroutine, and Done after that goroutine has ended.
+type SessionObserver interface {
+	// Received is called with each piece the target sent, in stream order.
+	// p is only valid during the call (the buffer is reused). Received runs
+	// on the session's receive path: a slow Received slows the target down
+	// through TCP flow control.
+	Received(p []byte)
+	// Done is called exactly once, last, with the session's result, also
+	// for sessions whose dial failed. The result is only valid during the
+	// call.
+	Done(r *Result)
+}
+
+// SessionInfo describes one replayed copy of a captured session.
+type SessionInfo struct {
+	// Session is the captured session. Shared by all copies (--multiply):
+	// read only.
+	Session *session.Session
+	// Pass counts Runner.Run calls from 0 (--loop); Copy counts the copies
+	// of a session within a pass from 0 (--multiply).
+	Pass, Copy int
+	// Client is the mapped client address the session is dialed from
+	// (kernel sockets may ignore it and use their own).
+	Client netip.AddrPort
+	// Target is the address dialed: the captured server mapped by
+	// Config.Target or Config.Map.
+	Target netip.AddrPort
+	// Scheduled is when the session was due by the capture's timing (the
+	// run's start plus its scaled start offset); at speed max, the moment it
+	// became ready.
+	Scheduled time.Time
+}
+
+// Outcome classifies a replayed session.
+type Outcome uint8
+
+const (
+	// OK: connected, every chunk was written, the target answered every
+	// turn and the session closed without an unexpected reset. Soft
+	// deviations (quiet turns, close timeouts) may still have occurred.
+	OK Outcome = iota
+	// Refused: the dial was refused (ECONNREFUSED).
+	Refused
+	// Reset: the target reset the connection (ECONNRESET, EPIPE) although
+	// the captured server did not.
+	Reset
+	// Timeout: the dial timed out (DialTimeout, ETIMEDOUT) or the session
+	// overran SessionTimeout and was aborted.
+	Timeout
+	// Deviation: the session ran but the target did not follow the
+	// capture: a turn timed out without any answer, or the target closed
+	// while the capture still had bytes from it.
+	Deviation
+	// Canceled: the run's context was canceled while the session ran.
+	Canceled
+	// Other: any other error (unreachable network, local errors).
+	Other
+)
+
+var outcomeNames = [...]string{"ok", "refused", "reset", "timeout", "deviation", "canceled", "other"}
+
+// String returns the outcome's name as used in reports.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "other"
+}
+
+// Deviations counts where a session's replay departed from the capture.
+type Deviations struct {
+	// TurnTimeouts: the target sent nothing for a turn within TurnTimeout
+	// (hard: the session's outcome becomes Deviation).
+	TurnTimeouts int
+	// QuietTurns: the target answered a turn with fewer bytes than
+	// captured and then went quiet for QuietTimeout; the replay moved on
+	// (soft: a shorter answer, which intercept compares).
+	QuietTurns int
+	// EarlyClose: the target closed while the capture still expected bytes
+	// from it (hard).
+	EarlyClose int
+	// CloseTimeouts: the target did not close within CloseTimeout where the
+	// captured server closed, or did not answer our FIN with its own (soft).
+	CloseTimeouts int
+}
+
+func (d Deviations) hard() bool { return d.TurnTimeouts > 0 || d.EarlyClose > 0 }
+
+// Total is the number of deviations of any kind.
+func (d Deviations) Total() int {
+	return d.TurnTimeouts + d.QuietTurns + d.EarlyClose + d.CloseTimeouts
+}
+
+// Result is how one replayed session went.
+type Result struct {
+	Outcome Outcome
+	// Err is the error behind a failed outcome (nil for OK and Deviation
+	// unless a deviation came with one).
+	Err error
+	// Dialed reports whether the connection was established.
+	Dialed bool
+	// End is how the session ended in the replay, named from the client's
+	// point of view like the captured End: who closed first and how.
+	// Meaningful only when Dialed.
+	End session.End
+	// Start is when the dial began; Finish when the session was done.
+	Start, Finish time.Time
+	// BytesSent counts client bytes written; BytesReceived what the target
+	// sent.
+	BytesSent, BytesReceived int64
+	// ChunksSent counts chunks written (of len(Session.Chunks)).
+	ChunksSent int
+	Deviations Deviations
+}
