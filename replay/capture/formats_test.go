@@ -2,6 +2,7 @@ package capture_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -220,5 +221,63 @@ func TestOpenMissingFile(t *testing.T) {
 	_, err := capture.Open(filepath.Join(t.TempDir(), "nope.pcap"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("got %v, want a not-exist error", err)
+	}
+}
+
+// TestPcapngBlocks: simple and obsolete packet blocks, if_tsoffset, and
+// blocks without frames (statistics, custom, unknown) that must be skipped.
+func TestPcapngBlocks(t *testing.T) {
+	pkts := rt.SmallHTTP("10.9.0.1:3000", "10.9.0.2:80").Packets()[:3]
+	for i := range pkts {
+		pkts[i].Time = pkts[i].Time.Truncate(time.Microsecond)
+	}
+	frames, _ := rt.Frames(rt.LinkRaw, pkts)
+	le := binary.LittleEndian
+	var b bytes.Buffer
+	nw, _ := rt.NewPcapngWriter(&b, false)
+	// Interface 0 with if_tsoffset = 1000 s: built by hand.
+	idb := []byte{101, 0, 0, 0, 0, 0, 0, 0}
+	idb = append(idb, 14, 0, 8, 0)
+	idb = le.AppendUint64(idb, 1000)
+	idb = append(idb, 0, 0, 0, 0)
+	nw.WriteBlock(1, idb)
+	// Simple packet block (no timestamp, interface 0) between two
+	// timestamped ones.
+	writeEPB := func(f capture.Frame) {
+		ts := uint64(f.Time.UnixMicro()) - 1000e6
+		epb := le.AppendUint32(nil, 0)
+		epb = le.AppendUint32(epb, uint32(ts>>32))
+		epb = le.AppendUint32(epb, uint32(ts))
+		epb = le.AppendUint32(epb, uint32(len(f.Data)))
+		epb = le.AppendUint32(epb, uint32(len(f.Data)))
+		nw.WriteBlock(6, append(epb, f.Data...))
+	}
+	writeEPB(frames[0])
+	spb := le.AppendUint32(nil, uint32(len(frames[1].Data)))
+	nw.WriteBlock(3, append(spb, frames[1].Data...))
+	nw.WriteBlock(5, make([]byte, 12))                     // interface statistics
+	nw.WriteBlock(0x40000BAD, []byte{1, 2, 3, 4, 5, 6, 7}) // custom block
+	nw.WriteBlock(0x0000FEED, nil)                         // unknown
+	// Obsolete packet block (type 2): 16-bit interface id, drops count.
+	ts := uint64(frames[2].Time.UnixMicro()) - 1000e6
+	opb := le.AppendUint16(nil, 0)
+	opb = le.AppendUint16(opb, 0)
+	opb = le.AppendUint32(opb, uint32(ts>>32))
+	opb = le.AppendUint32(opb, uint32(ts))
+	opb = le.AppendUint32(opb, uint32(len(frames[2].Data)))
+	opb = le.AppendUint32(opb, uint32(len(frames[2].Data)))
+	nw.WriteBlock(2, append(opb, frames[2].Data...))
+
+	got, st, err := readAll(t, b.Bytes(), "blocks.pcapng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || st.Frames != 3 {
+		t.Fatalf("%d packets from %d frames", len(got), st.Frames)
+	}
+	want := append([]capture.Packet(nil), pkts...)
+	want[1].Time = pkts[0].Time // no timestamp in an SPB: the previous frame's
+	if err := samePackets(want, got, time.Microsecond); err != nil {
+		t.Fatal(err)
 	}
 }

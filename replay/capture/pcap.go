@@ -141,7 +141,7 @@ func (s *pcapSource) read() (Frame, error) {
 		// hold were certainly on the wire.
 		l = int(caplen)
 	}
-	return Frame{N: n, Time: time.Unix(int64(sec), ns), LinkType: s.linkType, Data: data, Len: l}, nil
+	return Frame{N: n, Time: time.Unix(int64(sec), ns).UTC(), LinkType: s.linkType, Data: data, Len: l}, nil
 }
 
 func (s *pcapSource) wrap(frame int, err error) error {

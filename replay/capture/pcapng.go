@@ -47,7 +47,8 @@ type pcapngSource struct {
 	br     *bufReader
 	order  binary.ByteOrder
 	ifaces []ngInterface
-	n      int // frames delivered so far
+	n      int       // frames delivered so far
+	last   time.Time // time of the last timestamped frame
 	closer io.Closer
 	err    error
 }
@@ -275,7 +276,9 @@ func (s *pcapngSource) read() (Frame, error) {
 			if c < uint64(len(data)) {
 				data = data[:c]
 			}
-			// Simple packet blocks carry no timestamp.
+			// Simple packet blocks carry no timestamp: they get the time of
+			// the frame before, so that time never jumps back to zero in
+			// the middle of a capture (a zero time for the first frame).
 			return s.frame(0, 0, false, data, wirelen, start)
 		default:
 			// Name resolution, interface statistics, decryption secrets,
@@ -289,7 +292,7 @@ func (s *pcapngSource) frame(id uint32, ts uint64, hasTime bool, data []byte, wi
 		return Frame{}, damaged("packet block at byte %d: interface %d is not described (the section has %d)", start, id, len(s.ifaces))
 	}
 	ifc := &s.ifaces[id]
-	var t time.Time
+	t := s.last
 	if hasTime {
 		sec := ts / ifc.unitsPerSec
 		frac := ts % ifc.unitsPerSec
@@ -300,7 +303,8 @@ func (s *pcapngSource) frame(id uint32, ts uint64, hasTime bool, data []byte, wi
 			hi, lo := bits.Mul64(frac, 1e9)
 			ns, _ = bits.Div64(hi, lo, ifc.unitsPerSec)
 		}
-		t = time.Unix(int64(sec)+ifc.tsOffset, int64(ns))
+		t = time.Unix(int64(sec)+ifc.tsOffset, int64(ns)).UTC()
+		s.last = t
 	}
 	s.n++
 	l := int(wirelen)

@@ -19,10 +19,12 @@ type Stats struct {
 	// FirstMalformed is the first such error, naming its frame.
 	Malformed      int64
 	FirstMalformed error
-	// Truncated counts frames cut by the snap length (wire length larger
-	// than captured, or IP announcing more than captured). Segments from
-	// them are still returned, with Packet.Missing set; TruncatedHeaders
-	// of them were cut before the TCP header was whole and were skipped.
+	// Truncated counts TCP frames that lost payload to the snap length
+	// (Packet.Missing > 0), judged by the IP length: a wire length larger
+	// than the captured one alone may be nothing but a cut Ethernet FCS, and
+	// cut TCP options lose nothing a replay needs. Their segments are still
+	// returned, except TruncatedHeaders of them, cut before the fixed TCP
+	// header was whole, which were skipped.
 	Truncated        int64
 	TruncatedHeaders int64
 	Frag             FragStats
@@ -96,9 +98,7 @@ func (r *Reader) Next() (*Packet, error) {
 		switch kind {
 		case KindTCP:
 			r.stats.TCP++
-			if r.pkt.Missing > 0 && f.Len <= len(f.Data) {
-				// IP announced more than the frame holds although the
-				// wire length did not say so: count it as cut too.
+			if r.pkt.Missing > 0 {
 				r.stats.Truncated++
 			}
 			return &r.pkt, nil
@@ -108,9 +108,7 @@ func (r *Reader) Next() (*Packet, error) {
 			}
 		case KindTruncated:
 			r.stats.TruncatedHeaders++
-			if f.Len <= len(f.Data) {
-				r.stats.Truncated++
-			}
+			r.stats.Truncated++
 		case KindMalformed:
 			r.stats.Malformed++
 			if r.stats.FirstMalformed == nil {
@@ -127,9 +125,6 @@ func (r *Reader) count(f *Frame) {
 	s := &r.stats
 	s.Frames++
 	s.Bytes += int64(len(f.Data))
-	if f.Len > len(f.Data) {
-		s.Truncated++
-	}
 	if s.Frames == 1 {
 		s.First = f.Time
 	}
