@@ -348,4 +348,3 @@ func TestPreciseClock(t *testing.T) {
 	}
 	c.Close() // idempotent
 }
-
