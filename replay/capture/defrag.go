@@ -13,7 +13,8 @@ const (
 	// fragMaxDatagrams bounds datagrams being reassembled at once; when a
 	// new one would exceed it the oldest is dropped.
 	fragMaxDatagrams = 1024
-	// fragMaxBytes bounds the buffers of all datagrams in reassembly.
+	// fragMaxBytes bounds the buffers of all datagrams in reassembly; when
+	// a datagram must grow past it, the oldest others are dropped.
 	fragMaxBytes = 32 << 20
 	// fragTimeout is how long (in capture time) a datagram may wait for its
 	// missing fragments: RFC 8200's 60 s reassembly timeout for IPv6, also
@@ -23,6 +24,8 @@ const (
 	// maxDatagram is the largest reassembled IP payload: the 16-bit
 	// fragment offset field (in 8-byte units) plus a last fragment.
 	maxDatagram = 65535
+	// fragMaxHoles bounds the separate received ranges of one datagram.
+	fragMaxHoles = 256
 )
 
 // fragKey identifies the fragments of one datagram (RFC 791 and RFC 8200:
@@ -118,8 +121,8 @@ func (d *defragmenter) add(k fragKey, now time.Time, off int, more bool, data []
 	d.sweep(now)
 	g := d.pending[k]
 	if g == nil {
-		for len(d.pending) >= fragMaxDatagrams || d.bytes+maxDatagram > fragMaxBytes && len(d.pending) > 0 {
-			d.drop(d.oldest())
+		for len(d.pending) >= fragMaxDatagrams {
+			d.drop(d.oldest(nil))
 		}
 		if n := len(d.free); n > 0 {
 			g = d.free[n-1]
@@ -129,7 +132,7 @@ func (d *defragmenter) add(k fragKey, now time.Time, off int, more bool, data []
 		}
 		g.key, g.first, g.total, g.known, g.proto = k, now, -1, false, 0
 		d.pending[k] = g
-		d.bytes += cap(g.buf)
+		d.reserve(g, cap(g.buf)) // a recycled buffer counts at once
 	}
 	if known && !g.known {
 		g.proto, g.known = proto, true
@@ -158,13 +161,19 @@ func (d *defragmenter) add(k fragKey, now time.Time, off int, more bool, data []
 			}
 			nb := make([]byte, end, c)
 			copy(nb, g.buf)
-			d.bytes += cap(nb) - cap(g.buf)
+			d.reserve(g, cap(nb)-cap(g.buf))
 			g.buf = nb
 		} else {
 			g.buf = g.buf[:end]
 		}
 	}
 	g.fill(off, data)
+	if len(g.have) > fragMaxHoles {
+		// Hundreds of separate pieces: crafted, and each insertion
+		// costs a copy of the list.
+		d.drop(g)
+		return nil, 0, false, nil
+	}
 	if g.total < 0 || !g.known || len(g.have) != 1 || g.have[0].start != 0 || g.have[0].end != g.total {
 		return nil, 0, false, nil
 	}
@@ -224,10 +233,21 @@ func (g *datagram) fill(off int, data []byte) {
 	g.have = append(g.have[:i+1], g.have[j:]...)
 }
 
-func (d *defragmenter) oldest() *datagram {
+// reserve accounts extra buffer bytes for g, first dropping the oldest
+// other datagrams while the total would pass fragMaxBytes.
+func (d *defragmenter) reserve(g *datagram, extra int) {
+	for d.bytes+extra > fragMaxBytes && len(d.pending) > 1 {
+		d.drop(d.oldest(g))
+	}
+	d.bytes += extra
+}
+
+// oldest returns the pending datagram that started first, other than
+// except.
+func (d *defragmenter) oldest(except *datagram) *datagram {
 	var o *datagram
 	for _, g := range d.pending {
-		if o == nil || g.first.Before(o.first) {
+		if g != except && (o == nil || g.first.Before(o.first)) {
 			o = g
 		}
 	}

@@ -195,6 +195,50 @@ func TestDefragEdges(t *testing.T) {
 	})
 }
 
+// TestDefragByteBound: datagrams whose buffers would together pass 32 MiB
+// push the oldest out.
+func TestDefragByteBound(t *testing.T) {
+	// A last fragment at offset 64000 makes a datagram of 64000+len bytes.
+	_, ip := bigSeg(false, 100)
+	last := bytes.Clone(ip)
+	binary.BigEndian.PutUint16(last[6:], 64000/8)
+	size := 64000 + len(last) - 20
+	d := capture.NewDecoder()
+	var p capture.Packet
+	const n = 600
+	for i := 0; i < n; i++ {
+		binary.BigEndian.PutUint16(last[4:], uint16(i))
+		f := capture.Frame{N: i + 1, Time: t0, LinkType: rt.LinkRaw, Data: last, Len: len(last)}
+		if k, err := d.Decode(&f, &p); k != capture.KindFragment {
+			t.Fatalf("fragment %d: %v %v", i, k, err)
+		}
+	}
+	// The allocator rounds a buffer up to its size class.
+	buf := cap(make([]byte, 0, size))
+	if st, want := d.FragStats(), int64(n-(32<<20)/buf); st.Dropped != want {
+		t.Fatalf("dropped %d datagrams, want %d (32 MiB / %d-byte buffers kept)", st.Dropped, want, buf)
+	}
+}
+
+// TestDefragHoles: a datagram in hundreds of separate pieces is given up.
+func TestDefragHoles(t *testing.T) {
+	_, ip := bigSeg(false, 100)
+	d := capture.NewDecoder()
+	var p capture.Packet
+	for i := 0; i < 300; i++ {
+		b := bytes.Clone(ip[:20+8])
+		binary.BigEndian.PutUint16(b[2:], 28)
+		binary.BigEndian.PutUint16(b[6:], 0x2000|uint16(i*2)) // every other 8-byte unit
+		f := capture.Frame{N: i + 1, Time: t0, LinkType: rt.LinkRaw, Data: b, Len: len(b)}
+		if k, err := d.Decode(&f, &p); k != capture.KindFragment {
+			t.Fatalf("fragment %d: %v %v", i, k, err)
+		}
+	}
+	if st := d.FragStats(); st.Dropped != 1 {
+		t.Fatalf("stats %+v, want the datagram dropped after 256 pieces", st)
+	}
+}
+
 // TestDefragAllocs: reassembly reuses its buffers once warm.
 func TestDefragAllocs(t *testing.T) {
 	_, ip4 := bigSeg(false, 3000)

@@ -15,7 +15,10 @@
 //     cooked SLL and SLL2, raw IP (12, 14, 101, 228, 229), BSD NULL and LOOP
 //     (either byte order), PPP, Cisco HDLC, NFLOG and ETHERNET_MPACKET. IPv4
 //     and IPv6 with extension headers; fragments of both are reassembled
-//     with bounded state (1024 datagrams, 32 MiB, 60 s of capture time).
+//     with bounded state (1024 datagrams, 32 MiB of buffers, 256 pieces per
+//     datagram, 60 s of capture time; the oldest datagram gives way). The
+//     reassembled segment carries the frame number and time of the fragment
+//     that completed it.
 //     Packet.Missing counts the bytes that IP announced but the capture lacks
 //     (snap length). The decode path does not allocate except for fragments.
 //   - Reader: Source + Decoder, with Stats.
@@ -41,6 +44,10 @@
 // it into Stats.Warning and returns io.EOF, so everything captured is used.
 // Frames cut by the snap length still yield their segments, with Missing
 // set, unless the cut falls inside the fixed TCP header.
+//
+// Timestamps are UTC. pcapng simple packet blocks carry none and get the
+// time of the frame before. Frame numbers count packet records only, as
+// Wireshark's frame.number does.
 //
 // Concurrency: Sources, Decoders and Readers are used by one goroutine at a
 // time. Data handed out (Frame.Data, Packet.Payload) is valid until the next
