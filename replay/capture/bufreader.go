@@ -20,7 +20,7 @@ type bufReader struct {
 }
 
 const (
-	bufInitial = 256 << 10
+	bufInitial = 64 << 10
 	// bufMax bounds one record (pcap record or pcapng block). Wireshark's
 	// limit for a pcapng block is 16 MiB; nothing legitimate is larger.
 	bufMax = 16 << 20

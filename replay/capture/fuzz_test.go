@@ -2,6 +2,7 @@ package capture_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopacket/gopacket/layers"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	rt "github.com/tcopy-tun/tcopy-tun/replay/replaytest"
 )
@@ -127,4 +129,43 @@ func checkErr(t *testing.T, err error, kinds ...error) {
 	if strings.ContainsAny(err.Error(), "\r\n") {
 		t.Fatalf("error is not one line: %q", err)
 	}
+}
+
+// FuzzDecode feeds arbitrary frames of every supported link type to one
+// Decoder (so fragment state carries over between inputs of a run) and
+// checks that segments come from the frame's bytes or a reassembly.
+func FuzzDecode(f *testing.F) {
+	for _, g := range []struct {
+		lt   uint16
+		data []byte
+	}{{1, cat(macs, u16(0x0800), ip4)}, {101, ip6}, {101, ipv6WithExt(ip6)}, {239, nflogFrame(binary.LittleEndian, 2, ip4)},
+		{0, cat(le32(30), ip6)}, {274, cat(bytes.Repeat([]byte{0x55}, 7), []byte{0xd5}, macs, u16(0x0800), ip4)}} {
+		f.Add(g.lt, g.data, uint16(0))
+	}
+	for _, fr := range rt.FragmentIPv4(rt.IPPacket(&seg4, 9), 8) {
+		f.Add(uint16(228), fr, uint16(0))
+	}
+	d := capture.NewDecoder()
+	f.Fuzz(func(t *testing.T, lt uint16, data []byte, extra uint16) {
+		var p capture.Packet
+		fr := capture.Frame{N: 1, Time: t0, LinkType: layers.LinkType(lt), Data: data, Len: len(data) + int(extra)}
+		kind, err := d.Decode(&fr, &p)
+		switch kind {
+		case capture.KindTCP:
+			if err != nil || p.Missing < 0 || len(p.Payload) > 65535 || !p.Src.IsValid() {
+				t.Fatalf("tcp with err %v, missing %d, payload %d, src %v", err, p.Missing, len(p.Payload), p.Src)
+			}
+		case capture.KindMalformed:
+			checkErr(t, err, capture.ErrMalformed)
+		case capture.KindUnsupported:
+			checkErr(t, err, capture.ErrUnsupportedLinkType)
+			if capture.SupportedLinkType(layers.LinkType(lt)) {
+				t.Fatalf("link type %d is supported but Decode says %v", lt, err)
+			}
+		default:
+			if err != nil {
+				t.Fatalf("%v with error %v", kind, err)
+			}
+		}
+	})
 }
