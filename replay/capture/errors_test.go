@@ -185,6 +185,16 @@ func TestDamaged(t *testing.T) {
 		}
 	})
 
+	t.Run("zstd window too large", func(t *testing.T) {
+		// A frame header claiming a 256 MiB window (descriptor 0x90).
+		hostile := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x90, 0x01, 0x00, 0x00}
+		_, err := capture.NewSource(bytes.NewReader(hostile), "big.zst")
+		wantKind(t, err, capture.ErrDamaged, `open "big.zst": zstd-compressed data: `)
+		if !strings.Contains(err.Error(), "zstd -d --long=31") {
+			t.Errorf("error %q gives no hint", err)
+		}
+	})
+
 	t.Run("corrupt gzip", func(t *testing.T) {
 		gz := rt.Gzip(bytes.Repeat(pcap, 20))
 		for i := 40; i < len(gz)-20; i += 7 {

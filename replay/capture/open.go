@@ -77,7 +77,9 @@ func newSource(r io.Reader, name string, closer io.Closer) (Source, error) {
 	case binary.LittleEndian.Uint32(magic) == 0xFD2FB528:
 		// Synchronous decoding (concurrency 1) produces output as input
 		// arrives, which a stream on stdin needs, and starts no goroutines.
-		// The window limit bounds memory against a hostile frame header.
+		// The window limit (zstd's own default for decompression) bounds
+		// the memory a frame header can claim: the decoder allocates the
+		// window up front.
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(1<<27))
 		if err != nil {
 			return nil, wrapErr(&kindError{detail: "zstd", kind: ErrDamaged, cause: err})
@@ -212,7 +214,10 @@ func (d *decompressReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
 		var pe *os.PathError
-		if !errors.As(err, &pe) {
+		switch {
+		case errors.Is(err, zstd.ErrWindowSizeExceeded):
+			err = decompressError{fmt.Errorf("%w: it needs more than 128 MiB of memory (decompress it first: zstd -d --long=31)", err)}
+		case !errors.As(err, &pe):
 			err = decompressError{err}
 		}
 	}
