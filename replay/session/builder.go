@@ -339,9 +339,7 @@ func (b *Builder) start(c *conn, t time.Time) {
 		Start:       t,
 		StartOffset: t.Sub(b.first),
 	}
-	if c.isnKnown {
-		c.sess.ISN = c.isn
-	}
+	c.sess.ISN = c.isn
 	if c.partial {
 		c.sess.Flags |= Partial
 	}
@@ -482,7 +480,7 @@ func (b *Builder) beforeStart(c *conn, d int, seq uint32, p *capture.Packet) {
 		return
 	}
 	c.h[cli].init(seq)
-	c.isn = seq
+	c.isn = seq - 1 // stream offset 0 is ISN+1, as with a handshake
 	switch {
 	case p.Flags&capture.ACK != 0:
 		c.h[srv].init(p.Ack)
@@ -881,6 +879,9 @@ func (b *Builder) emitSession(c *conn) {
 	s.Duration = max(c.last.Sub(s.Start), 0)
 	s.ClientBytes = c.h[cli].off
 	s.ServerBytes = c.h[srv].off
+	if c.h[srv].known {
+		s.ServerISN = c.h[srv].base - 1
+	}
 	if c.endSet {
 		s.End = c.end
 	}

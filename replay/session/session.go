@@ -120,7 +120,14 @@ type Session struct {
 	EndedBefore uint64
 
 	Client, Server netip.AddrPort
-	ISN            uint32 // client's initial sequence number (first seen, for partial sessions)
+	// ISN is the client's initial sequence number: client stream offset 0
+	// is ISN+1. For a partial session it is one less than the sequence
+	// number of the first client byte seen.
+	ISN uint32
+	// ServerISN is the server's initial sequence number. Like ISN, it is
+	// chosen so that server stream offset 0 is ServerISN+1, also when the
+	// SYN-ACK was not captured; 0 when no server sequence number was seen.
+	ServerISN uint32
 
 	// Start is the capture time of the session's first packet; StartOffset is
 	// the same measured from the first packet of the whole capture.
