@@ -36,6 +36,8 @@ func run(e env, args []string) int {
 		switch args[0] {
 		case "inspect":
 			return runInspect(e, args[1:])
+		case "demo":
+			return runDemo(e, args[1:])
 		case "help", "-h", "-help", "--help":
 			usage(e.stdout)
 			return exitOK

@@ -1,0 +1,366 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tcopy-tun/tcopy-tun/netstack"
+	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/capture"
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
+	"github.com/tcopy-tun/tcopy-tun/tun"
+)
+
+// runReplay is the main command: tcopy-tun --pcap FILE --target IP:PORT.
+func runReplay(e env, args []string) int {
+	if len(args) == 0 {
+		usage(e.stderr)
+		return exitUsage
+	}
+	f, err := parseReplayFlags(args, e.stdout)
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "tcopy-tun: %v\nhint: 'tcopy-tun --help' lists the flags\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return replayJob(ctx, e, f, nil)
+}
+
+// replayJob runs one replay with parsed flags: it opens the capture, sets up
+// the path (TUN + netstack, or kernel sockets), replays, reports and undoes
+// everything it set up. onDone, if set, is called after the replay with the
+// result (the demo uses it to show the server's side).
+func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
+	res, err := replayOnce(ctx, e, f, nil)
+	if err == nil && res.summary.Read == 0 && f.server == (netip.AddrPort{}) && len(f.maps) == 0 && f.pcap != "-" {
+		// Nothing matched the target's port: if the capture holds exactly
+		// one server, that is the one meant ("or the only server in the
+		// capture"). A second pass is only possible for a file.
+		if only, ok := onlyServer(f.pcap); ok {
+			logf(e, "no captured server on port %d; replaying the only server in the capture, %s", f.target.Port(), only)
+			res, err = replayOnce(ctx, e, f, []netip.AddrPort{only})
+		}
+	}
+	if err != nil {
+		fail(e, err)
+		return exitCodeFor(err)
+	}
+	if onDone != nil {
+		onDone(res)
+	}
+	return res.exitCode(ctx)
+}
+
+// runResult is what one replay produced.
+type runResult struct {
+	summary    *replay.Summary
+	report     *report
+	capStats   capture.Stats
+	buildStats session.Stats
+	servers    map[netip.AddrPort]int // captured servers seen → sessions (all, not only replayed)
+}
+
+func (r *runResult) exitCode(ctx context.Context) int {
+	if ctx.Err() != nil {
+		return exitSignaled
+	}
+	s := r.summary
+	if s.Read == 0 {
+		return exitInput
+	}
+	if s.Failed.Total() > 0 || s.NotStarted > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// replayOnce is one pass over the capture. servers, when set, overrides the
+// server selection.
+func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.AddrPort) (*runResult, error) {
+	src, err := capture.Open(f.pcap)
+	if err != nil {
+		return nil, inputError{err}
+	}
+	defer src.Close()
+
+	dialer, cleanup, err := setupPath(e, f)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+
+	rep := newReport(f)
+	cfg := replay.Config{
+		Dialer:         dialer,
+		Target:         f.target,
+		Map:            f.maps,
+		Speed:          f.speed,
+		KeepClientIP:   f.keepIP,
+		RunID:          f.runID,
+		DialTimeout:    f.dialTimeout,
+		TurnTimeout:    f.turnTimeout,
+		QuietTimeout:   f.quietTimeout,
+		SessionTimeout: f.sessionTimeout,
+		MaxSessions:    f.maxSessions,
+		NoCausalOrder:  f.noCausal,
+		Rate:           f.rate,
+		Multiply:       f.multiply,
+		Sample:         f.sample,
+		Shard:          f.shard,
+		Duration:       f.duration,
+		Observer:       rep.observer(),
+		Logf:           func(format string, args ...any) { logf(e, format, args...) },
+	}
+	for _, p := range f.nets {
+		if p.Addr().Is4() {
+			cfg.ClientNet4 = p
+		} else {
+			cfg.ClientNet6 = p
+		}
+	}
+	runner, err := replay.New(cfg)
+	if err != nil {
+		return nil, usageError{err}
+	}
+
+	res := &runResult{report: rep, servers: map[netip.AddrPort]int{}}
+	scfg := sessionConfig(f, servers)
+	prog := startProgress(e, f, runner)
+	var runErr error
+	for pass := 0; pass < f.loop && ctx.Err() == nil; pass++ {
+		if pass > 0 {
+			// A later pass reads the capture again (fresh client addresses
+			// come from the runner). Standard input cannot be read twice.
+			src.Close()
+			if src, err = capture.Open(f.pcap); err != nil {
+				runErr = inputError{err}
+				break
+			}
+		}
+		runErr = replayPass(ctx, runner, src, f.pcap, scfg, res)
+		if runErr != nil {
+			break
+		}
+	}
+	prog.stop()
+	res.summary = runner.Summary()
+	rep.finish(res)
+	if !f.quiet {
+		writeSummary(e.stderr, res)
+	}
+	if f.report != "" {
+		if err := writeReport(e, f.report, rep); err != nil {
+			return nil, err
+		}
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return nil, runErr
+	}
+	if res.summary.Read == 0 && ctx.Err() == nil && servers == nil {
+		// Let the caller try the only-server rule before calling it an error.
+		if _, ok := onlyServer(f.pcap); ok && f.pcap != "-" && f.server == (netip.AddrPort{}) && len(f.maps) == 0 {
+			return res, nil
+		}
+		return nil, inputError{noSessionsError(f, res)}
+	}
+	return res, nil
+}
+
+// replayPass feeds the sessions of one reading of the capture to the runner.
+// The builder runs in its own goroutine and blocks on the channel while the
+// runner has MaxPending sessions, so memory follows sessions in flight.
+func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, name string, scfg session.Config, res *runResult) error {
+	ch := make(chan *session.Session)
+	buildErr := make(chan error, 1)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer close(ch)
+		r := capture.NewReader(src, name)
+		b := session.NewBuilder(scfg, func(s *session.Session) {
+			res.servers[s.Server]++
+			select {
+			case ch <- s:
+			case <-pctx.Done():
+			}
+		})
+		err := b.ReadFrom(r)
+		res.capStats = r.Stats()
+		res.buildStats = b.Stats()
+		buildErr <- err
+	}()
+	runErr := runner.Run(pctx, ch)
+	cancel()
+	// Drain so the builder goroutine can finish (it stops sending once pctx
+	// is done, but it may be blocked in a read of a stream: closing the
+	// source unblocks a file; standard input ends with the process).
+	for range ch {
+	}
+	if err := <-buildErr; err != nil {
+		return inputError{err}
+	}
+	return runErr
+}
+
+// sessionConfig selects the captured servers to rebuild sessions for.
+func sessionConfig(f *replayFlags, servers []netip.AddrPort) session.Config {
+	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout}
+	switch {
+	case servers != nil:
+		cfg.Servers = servers
+	case f.server.IsValid():
+		cfg.Servers = []netip.AddrPort{f.server}
+	case len(f.maps) > 0:
+		for c := range f.maps {
+			cfg.Servers = append(cfg.Servers, c)
+		}
+		if f.server.IsValid() {
+			cfg.Servers = append(cfg.Servers, f.server)
+		}
+	default:
+		// The captured server whose port matches the target's, on any
+		// address.
+		cfg.Servers = []netip.AddrPort{netip.AddrPortFrom(netip.Addr{}, f.target.Port())}
+	}
+	return cfg
+}
+
+// onlyServer reads the capture once without selection and returns its
+// server if there is exactly one.
+func onlyServer(name string) (netip.AddrPort, bool) {
+	if name == "-" {
+		return netip.AddrPort{}, false
+	}
+	src, err := capture.Open(name)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	defer src.Close()
+	seen := map[netip.AddrPort]bool{}
+	_, err = session.Build(capture.NewReader(src, name), session.Config{ServerDataLimit: -1}, func(s *session.Session) {
+		seen[s.Server] = true
+	})
+	if err != nil || len(seen) != 1 {
+		return netip.AddrPort{}, false
+	}
+	for s := range seen {
+		return s, true
+	}
+	return netip.AddrPort{}, false
+}
+
+func noSessionsError(f *replayFlags, res *runResult) error {
+	if res.capStats.TCP == 0 {
+		return fmt.Errorf("read %q: no TCP segments in %d frames: nothing to replay", f.pcap, res.capStats.Frames)
+	}
+	sel := fmt.Sprintf("port %d", f.target.Port())
+	if f.server.IsValid() {
+		sel = f.server.String()
+	}
+	return fmt.Errorf("read %q: no sessions of the captured server %s (the capture holds %d TCP segments; run 'tcopy-tun inspect %s' and choose with --server IP:PORT)", f.pcap, sel, res.capStats.TCP, f.pcap)
+}
+
+// setupPath builds the dialer: kernel sockets, or a TUN device with the
+// netstack on it. cleanup undoes it in reverse order (stack first, so no
+// goroutine writes to a closed fd; then the device and its host changes).
+func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
+	if f.via == "socket" {
+		return &replay.SocketDialer{}, func() {}, nil
+	}
+	var targets []netip.Addr
+	if f.target.IsValid() {
+		targets = append(targets, f.target.Addr())
+	}
+	for _, t := range f.maps {
+		targets = append(targets, t.Addr())
+	}
+	tcfg := tun.Config{
+		Name:              f.tunName,
+		MTU:               f.mtu,
+		ClientPrefixes:    clientPrefixes(f),
+		Targets:           targets,
+		Forward:           f.forward,
+		AllowRouteOverlap: f.keepIP,
+		Logf:              func(format string, args ...any) { debugf(e, format, args...) },
+	}
+	if f.keepIP {
+		logf(e, "warning: --keep-client-ip routes %v into %s for the run: replies to those real addresses on this host go to the replay", tcfg.ClientPrefixes, f.tunName)
+	}
+	dev, err := tun.Open(tcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ep, err := netstack.NewLinkEndpoint(f.link, dev.Fd(), uint32(dev.MTU()))
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("link endpoint on %s: %w", dev.Name(), err)
+	}
+	st, err := netstack.New(ep, netstack.Options{MTU: uint32(dev.MTU()), ConnectTimeout: f.dialTimeout})
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("netstack on %s: %w", dev.Name(), err)
+	}
+	return st, func() {
+		st.Close()
+		if err := dev.Close(); err != nil {
+			logf(e, "warning: cleanup of %s: %v", dev.Name(), err)
+		}
+	}, nil
+}
+
+func clientPrefixes(f *replayFlags) []netip.Prefix {
+	if len(f.nets) == 0 {
+		return nil // tun's defaults: 198.18.0.0/15 and 2001:2::/48
+	}
+	return f.nets
+}
+
+// Errors that choose the exit code.
+type inputError struct{ error }
+type usageError struct{ error }
+
+func (e inputError) Unwrap() error { return e.error }
+func (e usageError) Unwrap() error { return e.error }
+
+func exitCodeFor(err error) int {
+	var ie inputError
+	var ue usageError
+	switch {
+	case errors.As(err, &ie):
+		return exitInput
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, tun.ErrPermission), errors.Is(err, tun.ErrConflict):
+		return exitPriv
+	}
+	return exitFailure
+}
+
+// fail prints err as one line, plus a hint line where there is a remedy.
+func fail(e env, err error) {
+	fmt.Fprintf(e.stderr, "tcopy-tun: %v\n", err)
+	var pe *tun.PermissionError
+	if errors.As(err, &pe) {
+		fmt.Fprintf(e.stderr, "hint: %s\n", pe.Hint())
+	}
+}
+
+func logf(e env, format string, args ...any) {
+	fmt.Fprintf(e.stderr, "tcopy-tun: "+format+"\n", args...)
+}
+
+// debugf prints host changes when TCOPY_TUN_DEBUG is set.
+func debugf(e env, format string, args ...any) {
+	if os.Getenv("TCOPY_TUN_DEBUG") != "" {
+		logf(e, format, args...)
+	}
+}
