@@ -130,4 +130,3 @@ func speedString(s float64) string {
 	}
 	return fmt.Sprintf("%g", s)
 }
-
