@@ -120,7 +120,7 @@ func (o *sessionObs) Received(p []byte) {
 
 func (o *sessionObs) Done(res *replay.Result) {
 	rw := &o.row
-	rw.outcome, rw.dialed, rw.endRep = res.Outcome, res.Dialed, res.End
+	rw.outcome, rw.dialed, rw.endRep, rw.local = res.Outcome, res.Dialed, res.End, res.Local
 	rw.sent, rw.recv, rw.chunksSent = res.BytesSent, res.BytesReceived, int32(res.ChunksSent)
 	rw.dev = [4]int32{int32(res.Deviations.TurnTimeouts), int32(res.Deviations.QuietTurns),
 		int32(res.Deviations.EarlyClose), int32(res.Deviations.CloseTimeouts)}
@@ -193,6 +193,7 @@ type row struct {
 	id                                uint64
 	pass, copy                        int32
 	capClient, mapped, server, target netip.AddrPort
+	local                             netip.AddrPort
 	scheduled                         time.Time
 	durationNS                        int64
 	outcome                           replay.Outcome

@@ -56,6 +56,9 @@ func play(r *Recorder, s *session.Session, answer string, step int, res replay.R
 		res.Dialed = true
 		res.End = s.End
 	}
+	if res.Dialed {
+		res.Local = info.Client
+	}
 	res.BytesReceived = int64(len(answer))
 	o.Done(&res)
 }

@@ -133,6 +133,9 @@ type Row struct {
 	MappedClient   string `json:"mapped_client"`
 	Server         string `json:"server"`
 	Target         string `json:"target"`
+	// LocalAddr is the connection's actual local address (differs from
+	// MappedClient with kernel sockets); empty when not connected.
+	LocalAddr string `json:"local_addr,omitempty"`
 	// Scheduled is when the session was due; DurationMS how long it ran
 	// from its dial.
 	Scheduled  time.Time `json:"scheduled"`
@@ -190,6 +193,9 @@ func (rw *row) export() Row {
 	}
 	if rw.dialed {
 		r.EndReplayed = rw.endRep.String()
+	}
+	if rw.local.IsValid() {
+		r.LocalAddr = rw.local.String()
 	}
 	if rw.match == NotComparable {
 		r.CapturedMatch = &rw.capturedMatch

@@ -143,6 +143,9 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 	}
 	sr.conn = conn
 	sr.res.Dialed = true
+	if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		sr.res.Local = la.AddrPort()
+	}
 	stopAbort := context.AfterFunc(sctx, sr.abort)
 	defer stopAbort()
 

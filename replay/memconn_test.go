@@ -170,7 +170,7 @@ type dialRec struct {
 
 // newMemDialer returns a dialer whose server goroutines the test waits for
 // at cleanup, so none reports into a finished test.
-func newMemDialer(t *testing.T, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
+func newMemDialer(t testing.TB, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
 	d := &memDialer{clock: clock, serve: serve, dialed: make(chan dialRec, 1<<16)}
 	t.Cleanup(func() {
 		done := make(chan struct{})
@@ -215,7 +215,7 @@ func (d *memDialer) records() []dialRec {
 
 // readN reads exactly n bytes or fails the test (from a server goroutine:
 // Errorf, not Fatalf).
-func readN(t *testing.T, c net.Conn, n int) string {
+func readN(t testing.TB, c net.Conn, n int) string {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := io.ReadFull(c, b); err != nil {
@@ -225,7 +225,7 @@ func readN(t *testing.T, c net.Conn, n int) string {
 }
 
 // readEOF expects the client's FIN next.
-func readEOF(t *testing.T, c net.Conn) {
+func readEOF(t testing.TB, c net.Conn) {
 	t.Helper()
 	var b [1]byte
 	if n, err := c.Read(b[:]); err != io.EOF {

@@ -126,6 +126,9 @@ type Result struct {
 	Err error
 	// Dialed reports whether the connection was established.
 	Dialed bool
+	// Local is the connection's actual local address: the mapped client
+	// for the netstack, whatever the kernel chose for kernel sockets.
+	Local netip.AddrPort
 	// End is how the session ended in the replay, named from the client's
 	// point of view like the captured End: who closed first and how.
 	// Meaningful only when Dialed.

@@ -29,7 +29,9 @@ type lineServer struct {
 	ends  map[string]int // how connections ended: "eof", "rst", "quit"
 }
 
-func startLineServer(t *testing.T) *lineServer {
+func startLineServer(t *testing.T) *lineServer { return startLineServerTB(t) }
+
+func startLineServerTB(t testing.TB) *lineServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
