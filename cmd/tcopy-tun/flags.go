@@ -75,12 +75,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	// Parse errors are printed by the caller as one line; only --help
 	// prints the flag list (to out, standard output).
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: tcopy-tun --pcap FILE|- --target IP:PORT [flags]\n\nflags:\n")
-		fs.SetOutput(out)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	fs.Usage = func() {}
 	var maps, nets listValue
 	var speed, shard, link string
 	fs.StringVar(&f.pcap, "pcap", "", "capture to replay: a pcap or pcapng file (gzip or zstd too), or - for standard input")
@@ -134,6 +129,9 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	fs, maps, nets, speed, shard, link := newReplayFlagSet(f, out)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(out, "usage: tcopy-tun --pcap FILE|- --target IP:PORT [flags]\n\nflags:\n")
+			fs.SetOutput(out)
+			fs.PrintDefaults()
 			return nil, errHelp
 		}
 		return nil, err

@@ -40,6 +40,8 @@ func run(e env, args []string) int {
 			return runDemo(e, args[1:])
 		case "help", "-h", "-help", "--help":
 			usage(e.stdout)
+			fmt.Fprintln(e.stdout)
+			parseReplayFlags([]string{"--help"}, e.stdout)
 			return exitOK
 		}
 	}
@@ -56,6 +58,8 @@ usage:
                                                       server in a private network namespace
   tcopy-tun help                                      this text
 
-Run 'tcopy-tun --help' for the replay flags.
+Exit codes: 0 every session succeeded; 1 some failed (or a runtime error);
+2 bad flags; 3 unreadable capture or nothing to replay; 4 missing privileges
+or host setup refused; 5 interrupted (the report is still written).
 `)
 }

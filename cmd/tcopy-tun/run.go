@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tcopy-tun/tcopy-tun/netstack"
@@ -41,7 +42,7 @@ func runReplay(e env, args []string) int {
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
 	res, err := replayOnce(ctx, e, f, nil)
-	if err == nil && res.summary.Read == 0 && f.server == (netip.AddrPort{}) && len(f.maps) == 0 && f.pcap != "-" {
+	if err == nil && res.summary.Read == 0 && ctx.Err() == nil && f.server == (netip.AddrPort{}) && len(f.maps) == 0 {
 		// Nothing matched the target's port: if the capture holds exactly
 		// one server, that is the one meant ("or the only server in the
 		// capture"). A second pass is only possible for a file.
@@ -50,14 +51,40 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 			res, err = replayOnce(ctx, e, f, []netip.AddrPort{only})
 		}
 	}
+	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
+		err = inputError{noSessionsError(f, res)}
+	}
 	if err != nil {
 		fail(e, err)
 		return exitCodeFor(err)
+	}
+	if !f.quiet {
+		writeSummary(e.stderr, res)
+	}
+	if f.report != "" {
+		if err := writeReport(e, f.report, res.report); err != nil {
+			fail(e, err)
+			return exitFailure
+		}
+	}
+	if s := res.summary; s.Replayed > 0 && s.Succeeded == 0 && s.Failed.Refused == s.Replayed {
+		logf(e, "every connection was refused: is the target listening on %s?", targetsString(f))
 	}
 	if onDone != nil {
 		onDone(res)
 	}
 	return res.exitCode(ctx)
+}
+
+func targetsString(f *replayFlags) string {
+	var t []string
+	if f.target.IsValid() {
+		t = append(t, f.target.String())
+	}
+	for _, v := range f.maps {
+		t = append(t, v.String())
+	}
+	return strings.Join(t, ", ")
 }
 
 // runResult is what one replay produced.
@@ -154,23 +181,8 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 	prog.stop()
 	res.summary = runner.Summary()
 	rep.finish(res)
-	if !f.quiet {
-		writeSummary(e.stderr, res)
-	}
-	if f.report != "" {
-		if err := writeReport(e, f.report, rep); err != nil {
-			return nil, err
-		}
-	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
-	}
-	if res.summary.Read == 0 && ctx.Err() == nil && servers == nil {
-		// Let the caller try the only-server rule before calling it an error.
-		if _, ok := onlyServer(f.pcap); ok && f.pcap != "-" && f.server == (netip.AddrPort{}) && len(f.maps) == 0 {
-			return res, nil
-		}
-		return nil, inputError{noSessionsError(f, res)}
 	}
 	return res, nil
 }
