@@ -36,7 +36,6 @@ var (
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 func u16(v uint16) []byte        { return binary.BigEndian.AppendUint16(nil, v) }
-func le16(v uint16) []byte       { return binary.LittleEndian.AppendUint16(nil, v) }
 func le32(v uint32) []byte       { return binary.LittleEndian.AppendUint32(nil, v) }
 func be32(v uint32) []byte       { return binary.BigEndian.AppendUint32(nil, v) }
 
