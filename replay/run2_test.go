@@ -412,3 +412,32 @@ func netipAP(s string) netip.AddrPort {
 	}
 	return netip.MustParseAddrPort(s)
 }
+
+// TestServerFirst: the client's first chunk waits for the greeting (SMTP,
+// MySQL), and a session without chunks still waits for the whole answer
+// before it closes.
+func TestServerFirst(t *testing.T) {
+	clock := newFakeClock()
+	obs := newRecObserver()
+	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+		if rec.N == 0 {
+			clock.waitTimer(t, fakeEpoch.Add(tTurn)) // the client waits for the greeting
+			if c.buffered() != 0 {
+				t.Error("client spoke before the greeting")
+			}
+			c.Write([]byte("220 ready\r\n"))
+			readN(t, c, 6)
+			c.Write([]byte("221 bye\r\n"))
+			return
+		}
+		c.Write([]byte("banner\n"))
+		readEOF(t, c)
+	})
+	smtp := mkSession(0, 0, session.EndServerFIN, 20, chunk(0, "QUIT\r\n", 11))
+	smtp.Flags = session.ServerFirst
+	banner := mkSession(1, 0, session.EndClientFIN, 7)
+	sum := startRun(t, context.Background(), testConfig(t, clock, d, obs), smtp, banner).mustFinish(t)
+	if sum.Succeeded != 2 || obs.got(0) != "220 ready\r\n221 bye\r\n" || obs.got(1) != "banner\n" {
+		t.Errorf("summary %+v, got %q %q", sum, obs.got(0), obs.got(1))
+	}
+}
