@@ -874,3 +874,52 @@ func TestFlagsString(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestBoundedState: memory follows the connections open at a point of the
+// capture, not its length. 20,000 short sessions, one every 10 ms, each
+// handed on as it closes; closed ones are remembered for Linger only, and
+// ones that never close go after IdleTimeout.
+func TestBoundedState(t *testing.T) {
+	const n = 20000
+	for _, closeThem := range []bool{true, false} {
+		cfg := Config{Linger: time.Second, IdleTimeout: 2 * time.Second}
+		emitted := 0
+		b := NewBuilder(cfg, func(s *Session) {
+			emitted++
+			if len(s.Chunks) != 1 || string(s.Chunks[0].Data) != "ping" {
+				t.Fatalf("session %d chunks %+v", s.ID, s.Chunks)
+			}
+		})
+		maxClosed := 0
+		for i := 0; i < n; i++ {
+			tp := tuple{
+				c:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), uint16(1024+i%60000)),
+				s:  defaultTuple.s,
+				ci: uint32(i) * 7919, si: uint32(i) * 104729,
+			}
+			steps := cat(handshake(0), []step{
+				{ms: 1, dir: 'c', fl: "PA", seq: 1, ack: 1, data: "ping"},
+				{ms: 2, dir: 's', fl: "PA", seq: 1, ack: 5, data: "pong"},
+			})
+			if closeThem {
+				steps = append(steps, step{ms: 3, dir: 'c', fl: "FA", seq: 5, ack: 5}, step{ms: 4, dir: 's', fl: "FA", seq: 5, ack: 6})
+			}
+			for _, st := range steps {
+				st.ms += i * 10
+				b.Add(st.packet([]tuple{tp}))
+			}
+			maxClosed = max(maxClosed, b.Stats().Closed)
+		}
+		st := b.Stats()
+		if closeThem && (st.MaxOpen > 2 || maxClosed > 102 || emitted != n) {
+			t.Errorf("closing sessions: max open %d, max closed %d, emitted %d before Close", st.MaxOpen, maxClosed, emitted)
+		}
+		if !closeThem && (st.MaxOpen > 202 || emitted < n-201) {
+			t.Errorf("idle sessions: max open %d, emitted %d before Close", st.MaxOpen, emitted)
+		}
+		b.Close()
+		if emitted != n {
+			t.Errorf("emitted %d sessions, want %d", emitted, n)
+		}
+	}
+}

@@ -72,6 +72,15 @@
 // EndedBefore counts the sessions emitted before the session started,
 // which the replay uses to keep capture order causal.
 //
+// # Memory
+//
+// The Builder holds the connections open at the current point of the
+// capture: their client chunks, at most Config.ServerDataLimit server bytes
+// and at most Config.OutOfOrderLimit buffered bytes each. Closed
+// connections are remembered (about 150 bytes each) for Config.Linger of
+// capture time; connections without a packet for Config.IdleTimeout are
+// emitted. Stats reports the high-water mark.
+//
 // # Concurrency and shutdown
 //
 // A Builder is used by one goroutine. It calls its emit function

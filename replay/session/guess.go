@@ -354,8 +354,8 @@ func memcachedClient(b []byte) int {
 	for _, c := range memcachedCommands {
 		if bytes.HasPrefix(b, c) {
 			// Redis accepts "get k" inline too: the server's answer
-			// decides between them.
-			return weak + 1
+			// (or the port) decides between them.
+			return weak
 		}
 	}
 	if len(b) >= 24 && b[0] == 0x80 && b[1] < 0x50 {

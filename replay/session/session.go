@@ -61,7 +61,9 @@ const (
 	// Truncated: frames were cut by the snap length, or the server stream
 	// was longer than the configured limit and was not kept whole.
 	Truncated
-	// ServerFirst: the server spoke before the client (SMTP, MySQL greeting).
+	// ServerFirst: the server spoke before the client (SMTP, MySQL greeting):
+	// the first chunk waits for server bytes. Never set on partial sessions,
+	// whose earlier server bytes answered requests that were not captured.
 	ServerFirst
 	// SnapLen: some segments were cut by the capture's snap length; their
 	// missing bytes are holes. Always set together with Truncated.
@@ -129,8 +131,9 @@ type Session struct {
 	// SYN-ACK was not captured; 0 when no server sequence number was seen.
 	ServerISN uint32
 
-	// Start is the capture time of the session's first packet; StartOffset is
-	// the same measured from the first packet of the whole capture.
+	// Start is the capture time of the session's first packet (for a
+	// partial session: of its first client payload); StartOffset is the
+	// same measured from the first packet of the whole capture.
 	Start       time.Time
 	StartOffset time.Duration
 	// Duration is from the first to the last packet of the session.
