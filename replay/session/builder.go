@@ -153,6 +153,8 @@ type conn struct {
 	preFin   [2]bool
 	preSrv   bool   // partial, not started: server sequence space was seen
 	preSrvAt uint32 // its highest end
+	preAck   bool   // partial, not started: the server acknowledged client bytes
+	preAckAt uint32 // the highest such acknowledgment
 
 	h    [2]half
 	sess *Session
@@ -393,7 +395,7 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 			c.synced = true
 		}
 		if !c.started {
-			b.finish(c, false)
+			b.finish(c, true)
 			return
 		}
 		if !c.endSet {
@@ -455,13 +457,18 @@ func (b *Builder) validReset(c *conn, d int, p *capture.Packet) bool {
 }
 
 // beforeStart handles a segment of a partial connection that has not seen
-// client payload yet. The first client payload starts the session: the
+// client payload yet. The first new client payload starts the session: the
 // client stream begins at it, and the server stream at what the client had
 // acknowledged then. Server bytes before that answered requests that were
-// not captured: they are not a dependency of anything replayed.
+// not captured: they are not a dependency of anything replayed. Client
+// bytes the server had already acknowledged (a retransmission, a keepalive
+// probe's one old byte) are not new: they do not start the session.
 func (b *Builder) beforeStart(c *conn, d int, seq uint32, p *capture.Packet) {
 	n := len(p.Payload) + p.Missing
 	if d == srv {
+		if p.Flags&capture.ACK != 0 && (!c.preAck || seqGT(p.Ack, c.preAckAt)) {
+			c.preAck, c.preAckAt = true, p.Ack
+		}
 		if n > 0 {
 			if end := seq + uint32(n); !c.preSrv || seqGT(end, c.preSrvAt) {
 				c.preSrv, c.preSrvAt = true, end
@@ -473,14 +480,22 @@ func (b *Builder) beforeStart(c *conn, d int, seq uint32, p *capture.Packet) {
 	} else if p.Flags&capture.FIN != 0 && n == 0 {
 		c.preFin[cli] = true
 	}
+	start := seq
+	if d == cli && c.preAck && seqGT(c.preAckAt, start) {
+		if ahead := seqDiff(c.preAckAt, start); ahead < int32(n) {
+			start = c.preAckAt
+		} else if ahead < maxAhead {
+			n = 0 // all of it acknowledged already
+		}
+	}
 	if d == srv || n == 0 {
 		if c.preFin[cli] && c.preFin[srv] {
 			b.finish(c, true)
 		}
 		return
 	}
-	c.h[cli].init(seq)
-	c.isn = seq - 1 // stream offset 0 is ISN+1, as with a handshake
+	c.h[cli].init(start)
+	c.isn = start - 1 // stream offset 0 is ISN+1, as with a handshake
 	switch {
 	case p.Flags&capture.ACK != 0:
 		c.h[srv].init(p.Ack)

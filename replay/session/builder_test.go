@@ -530,6 +530,23 @@ func TestBuilderSteps(t *testing.T) {
 			}},
 		},
 		{
+			name: "no handshake: bytes the server already acknowledged do not start the session",
+			steps: []step{
+				{ms: 0, dir: 's', fl: "A", seq: 300, ack: 100},
+				// A keepalive probe: one old byte, already acknowledged.
+				{ms: 10, dir: 'c', fl: "A", seq: 99, ack: 300, data: "x"},
+				{ms: 11, dir: 's', fl: "A", seq: 300, ack: 100},
+				// A retransmission overlapping new bytes: only the new part.
+				{ms: 20, dir: 'c', fl: "PA", seq: 98, ack: 300, data: "xxPING\r\n"},
+				{ms: 21, dir: 's', fl: "PA", seq: 300, ack: 106, data: "+PONG\r\n"},
+			},
+			want: []want{{
+				chunks:     []string{"0:0@0:PING\r\n"},
+				serverData: "+PONG\r\n", clientBytes: 6, serverBytes: 7,
+				end: EndCaptureEnd, flags: Partial, start: 20, duration: 1,
+			}},
+		},
+		{
 			name: "SYN-ACK without the SYN: not partial",
 			steps: []step{
 				{ms: 0, dir: 's', fl: "SA", ack: 1},
