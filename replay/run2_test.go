@@ -435,7 +435,7 @@ func TestServerFirst(t *testing.T) {
 	})
 	smtp := mkSession(0, 0, session.EndServerFIN, 20, chunk(0, "QUIT\r\n", 11))
 	smtp.Flags = session.ServerFirst
-	banner := mkSession(1, 0, session.EndClientFIN, 7)
+	banner := mkSession(1, 1, session.EndClientFIN, 7) // after smtp: dial order is known
 	sum := startRun(t, context.Background(), testConfig(t, clock, d, obs), smtp, banner).mustFinish(t)
 	if sum.Succeeded != 2 || obs.got(0) != "220 ready\r\n221 bye\r\n" || obs.got(1) != "banner\n" {
 		t.Errorf("summary %+v, got %q %q", sum, obs.got(0), obs.got(1))
