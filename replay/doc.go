@@ -22,7 +22,7 @@
 // # Scheduling
 //
 // A session is a list of client chunks, each with a captured offset and the
-// number of server bytes captured before it (session.Chunk). The replay of
+// number of server bytes the client had received before it (session.Chunk). The replay of
 // one session:
 //
 //  1. waits until every session that had ended before it began in the

@@ -13,9 +13,16 @@ type Chunk struct {
 	// Data are the bytes, reassembled and deduplicated. Never empty.
 	Data []byte
 	// ServerBytesBefore is how many server bytes (by sequence space, holes
-	// included) had been captured before this chunk was sent: the replay
-	// waits for the target to have sent as many before it writes the chunk.
-	// It never decreases from one chunk to the next.
+	// included) the client had received when it sent this chunk: the server
+	// bytes its segment acknowledged (for a segment without ACK, such as
+	// data on a SYN, the server bytes captured before it). The replay waits
+	// for the target to have sent as many before it writes the chunk.
+	//
+	// The acknowledgment, not capture order, is the dependency: in a
+	// capture taken at the server, the answer to a first pipelined request
+	// can appear before the second request although the client sent both
+	// together; the ACK field says what the client had really seen. It
+	// never decreases from one chunk to the next.
 	ServerBytesBefore int64
 	// StreamOffset is the client stream offset (sequence space from the
 	// session's first client byte, holes included) of Data[0]. A chunk never
