@@ -67,6 +67,9 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 			return exitFailure
 		}
 	}
+	if ctx.Err() != nil {
+		logf(e, "interrupted: %d sessions aborted or not started; the host is cleaned up", res.summary.NotStarted+res.summary.Failed.Canceled)
+	}
 	if s := res.summary; s.Replayed > 0 && s.Succeeded == 0 && s.Failed.Refused == s.Replayed {
 		logf(e, "every connection was refused: is the target listening on %s?", targetsString(f))
 	}
