@@ -21,8 +21,6 @@ func newTestMapper(t *testing.T, cfg Config) *clientMapper {
 // SocketDialerForTests satisfies Config validation in pure mapping tests.
 var SocketDialerForTests = &SocketDialer{}
 
-type tuple struct{ src, dst netip.AddrPort }
-
 func TestMappingDeterministicAndInRange(t *testing.T) {
 	clients := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.1:1000"), netip.MustParseAddrPort("192.0.2.1:1001"),
