@@ -389,7 +389,10 @@ func (sr *sessRun) targetClosedEnd() {
 // captured session closed, at its scaled end time.
 func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	cfg, s := sr.cfg, sr.s
-	need := max(s.ServerBytes, prev)
+	// A client that closed first waits only for what it had received when
+	// it closed; what the server sent after the client's FIN is drained
+	// after ours.
+	need := max(s.ServerBytes-s.ServerBytesAfterClose, prev)
 	_, err := sr.waitTurn(sr.start.Add(cfg.scale(s.Duration)), turnStart, need, prev)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()

@@ -159,8 +159,11 @@ type conn struct {
 	h    [2]half
 	sess *Session
 
-	end      End
-	endSet   bool
+	end    End
+	endSet bool
+	// closeSBB is ServerBytesBefore of the client's FIN or RST when the
+	// client closed first (end is EndClientFIN or EndClientRST).
+	closeSBB int64
 	snap     bool // some segment was cut by the snap length
 	cut      bool // server data beyond ServerDataLimit was dropped
 	lastOff  time.Duration
@@ -402,6 +405,8 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 			c.end, c.endSet = EndClientRST, true
 			if d == srv {
 				c.end = EndServerRST
+			} else {
+				c.closeSBB = c.serverBytesKnown(p)
 			}
 		}
 		b.finish(c, true)
@@ -429,7 +434,11 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 		}
 	}
 	if fl&capture.FIN != 0 {
+		first := !c.endSet
 		b.fin(c, d, seq+uint32(len(p.Payload)+p.Missing))
+		if first && c.endSet && c.end == EndClientFIN {
+			c.closeSBB = c.serverBytesKnown(p)
+		}
 	}
 	if c.h[cli].closed() && c.h[srv].closed() {
 		b.finish(c, true)
@@ -899,6 +908,15 @@ func (b *Builder) emitSession(c *conn) {
 	}
 	if c.endSet {
 		s.End = c.end
+	}
+	if s.End == EndClientFIN || s.End == EndClientRST {
+		// Never less than the last chunk waited for: chunks and close
+		// share one monotonic dependency.
+		before := min(s.ServerBytes, c.closeSBB)
+		if n := len(s.Chunks); n > 0 {
+			before = max(before, s.Chunks[n-1].ServerBytesBefore)
+		}
+		s.ServerBytesAfterClose = max(s.ServerBytes-before, 0)
 	}
 	if len(s.Holes) > 0 {
 		s.Flags |= Holes

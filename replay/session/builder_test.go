@@ -940,3 +940,57 @@ func TestBoundedState(t *testing.T) {
 		}
 	}
 }
+
+// TestServerBytesAfterClose: a client that sends its request with FIN
+// (half-close) has received nothing of the answer when it closes; the replay
+// must not wait for the answer before closing. A client that closes after the
+// answer has received all of it.
+func TestServerBytesAfterClose(t *testing.T) {
+	hs := []step{
+		{ms: 0, dir: 'c', fl: "S"},
+		{ms: 1, dir: 's', fl: "SA", ack: 1},
+		{ms: 2, dir: 'c', fl: "A", seq: 1, ack: 1},
+	}
+	cases := []struct {
+		name  string
+		steps []step
+		end   End
+		after int64
+	}{
+		{"half-close", append(slices.Clone(hs),
+			step{ms: 3, dir: 'c', fl: "PA", seq: 1, ack: 1, data: "QUIT\n"},
+			step{ms: 4, dir: 'c', fl: "FA", seq: 6, ack: 1},
+			step{ms: 9, dir: 's', fl: "PA", seq: 1, ack: 7, data: "bye bye\n"},
+			step{ms: 10, dir: 's', fl: "FA", seq: 9, ack: 7},
+			step{ms: 11, dir: 'c', fl: "A", seq: 7, ack: 10},
+		), EndClientFIN, 8},
+		{"close-after-answer", append(slices.Clone(hs),
+			step{ms: 3, dir: 'c', fl: "PA", seq: 1, ack: 1, data: "GET\n"},
+			step{ms: 4, dir: 's', fl: "PA", seq: 1, ack: 5, data: "answer\n"},
+			step{ms: 5, dir: 'c', fl: "FA", seq: 5, ack: 8},
+			step{ms: 6, dir: 's', fl: "FA", seq: 8, ack: 6},
+		), EndClientFIN, 0},
+		{"rst-before-answer", append(slices.Clone(hs),
+			step{ms: 3, dir: 'c', fl: "PA", seq: 1, ack: 1, data: "GET\n"},
+			step{ms: 4, dir: 's', fl: "PA", seq: 1, ack: 5, data: "partial"},
+			step{ms: 5, dir: 'c', fl: "RA", seq: 5, ack: 1},
+		), EndClientRST, 7},
+		{"server-close", append(slices.Clone(hs),
+			step{ms: 3, dir: 'c', fl: "PA", seq: 1, ack: 1, data: "GET\n"},
+			step{ms: 4, dir: 's', fl: "FPA", seq: 1, ack: 5, data: "answer\n"},
+			step{ms: 5, dir: 'c', fl: "FA", seq: 5, ack: 9},
+		), EndServerFIN, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, _ := runSteps(t, Config{}, nil, tc.steps)
+			if len(out) != 1 {
+				t.Fatalf("got %d sessions, want 1", len(out))
+			}
+			s := out[0]
+			if s.End != tc.end || s.ServerBytesAfterClose != tc.after {
+				t.Errorf("end %v, ServerBytesAfterClose %d; want %v, %d (ServerBytes %d)", s.End, s.ServerBytesAfterClose, tc.end, tc.after, s.ServerBytes)
+			}
+		})
+	}
+}

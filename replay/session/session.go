@@ -158,6 +158,13 @@ type Session struct {
 	// has holes. ServerSegments maps it back to stream offsets.
 	ServerData  []byte
 	ServerBytes int64
+	// ServerBytesAfterClose is, for a session the client closed
+	// (EndClientFIN, EndClientRST), how many of the ServerBytes the client
+	// had not yet received when it closed: the server sent them after the
+	// client's FIN (a half-close). The replay closes once the target has
+	// sent ServerBytes-ServerBytesAfterClose and drains the rest after its
+	// FIN. Zero for every other end.
+	ServerBytesAfterClose int64
 
 	End   End
 	Flags Flags
