@@ -338,7 +338,7 @@ func e2eCapture(t *testing.T, sessions []e2eSession) []byte {
 			}
 			c.Send(all.String()).Wait(time.Millisecond)
 			for _, r := range s.Requests {
-				c.Reply(r.Response())
+				c.Reply(e2eResponse(r.Method, r.Path, len(r.Body), r.Close))
 			}
 			c.ClientAck()
 		} else {
@@ -346,7 +346,7 @@ func e2eCapture(t *testing.T, sessions []e2eSession) []byte {
 				if j > 0 {
 					c.Wait(s.Think)
 				}
-				c.Send(r.Raw()).Wait(time.Millisecond).Reply(r.Response())
+				c.Send(r.Raw()).Wait(time.Millisecond).Reply(e2eResponse(r.Method, r.Path, len(r.Body), r.Close))
 				if r.Close {
 					closing = true
 					break
@@ -366,6 +366,27 @@ func e2eCapture(t *testing.T, sessions []e2eSession) []byte {
 		t.Fatal(err)
 	}
 	return replaytest.Pcap(replaytest.PcapOptions{LinkType: replaytest.LinkEthernet}, frames)
+}
+
+// e2eResponse is the answer the test server gives and the generated
+// captures record: replaytest.HTTPResponse, except that GET /bytes/N is
+// answered with an N-byte body (a large download).
+func e2eResponse(method, path string, bodyLen int, close bool) string {
+	n, err := strconv.Atoi(strings.TrimPrefix(path, "/bytes/"))
+	if method != "GET" || !strings.HasPrefix(path, "/bytes/") || err != nil || n < 0 {
+		return replaytest.HTTPResponse(method, path, bodyLen, close)
+	}
+	var b strings.Builder
+	b.Grow(n + 128)
+	fmt.Fprintf(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n", n)
+	if close {
+		b.WriteString("Connection: close\r\n")
+	}
+	b.WriteString("\r\n")
+	for i := 0; i < n; i++ {
+		b.WriteByte(byte('a' + i*7%26))
+	}
+	return b.String()
 }
 
 // wantConn is a connection the target must see: the requests of one
@@ -816,7 +837,7 @@ func (s *testServer) handle(c net.Conn, i int) string {
 		case "silent":
 			continue
 		}
-		w.WriteString(replaytest.HTTPResponse(method, path, len(body), closing))
+		w.WriteString(e2eResponse(method, path, len(body), closing))
 		// Answers to a pipelined batch leave together, as from a real server.
 		if br.Buffered() == 0 || closing {
 			if err := w.Flush(); err != nil {

@@ -576,6 +576,13 @@ func TestPrivilegedE2EDemo(t *testing.T) {
 	}
 	report := readReport(t, rep)
 	assertAllIdentical(t, report, 20)
+	// The demo runs at --speed 1: the replay lasts as long as the capture
+	// (its sessions start at their captured offsets), not much longer.
+	pkts := replaytest.DemoPackets()
+	span := pkts[len(pkts)-1].Time.Sub(pkts[0].Time).Seconds()
+	if w := report.Summary.Wall; w < 0.9*span || w > span+3 {
+		t.Errorf("the demo's replay took %.2fs; its capture lasts %.2fs", w, span)
+	}
 	// The demo prints its server's side: every connection and request.
 	requests := 0
 	for _, s := range replaytest.DemoSessions() {
@@ -633,4 +640,32 @@ func TestPrivilegedE2EViaSocket(t *testing.T) {
 		}
 	}
 	x.assertClean()
+}
+
+// Many overlapping sessions at --speed max, and two large transfers (a
+// 4 MB download, a 1 MB upload): every request arrives and every answer
+// matches, with the TUN's large MTU and the netstack's windows in the path.
+func TestPrivilegedE2ELoad(t *testing.T) {
+	x := newE2E(t)
+	x.ns.AddDummy(t, "tgt0", "10.9.0.1/24")
+	var sessions []e2eSession
+	for i := range 600 {
+		sessions = append(sessions, e2eSession{
+			Client: fmt.Sprintf("10.0.%d.%d:%d", 1+i%3, 1+i%60, 20000+i), Server: "10.1.0.1:8080",
+			Start: time.Duration(i) * 200 * time.Microsecond, Think: time.Millisecond,
+			Requests: []replaytest.DemoRequest{
+				{Method: "GET", Path: fmt.Sprintf("/load/%d/a", i)},
+				{Method: "POST", Path: fmt.Sprintf("/load/%d/b", i), Body: strings.Repeat(fmt.Sprintf("%03d", i%1000), 100)},
+			},
+		})
+	}
+	sessions = append(sessions,
+		e2eSession{Client: "10.0.9.1:30000", Server: "10.1.0.1:8080", Requests: []replaytest.DemoRequest{{Method: "GET", Path: "/bytes/4000000"}}},
+		e2eSession{Client: "10.0.9.2:30000", Server: "10.1.0.1:8080", Requests: []replaytest.DemoRequest{
+			{Method: "POST", Path: "/upload", Body: strings.Repeat("0123456789abcdef", 1<<16)}, {Method: "GET", Path: "/after-upload"}}},
+	)
+	// The download is compared whole only when the captured answer is kept
+	// whole (the default keeps 1 MiB: the session is then not comparable).
+	report := replaySessions(t, x, "10.9.0.1:8080", sessions, "--response-limit", "8388608")
+	assertMapped(t, report)
 }
