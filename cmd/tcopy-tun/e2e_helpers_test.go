@@ -469,9 +469,20 @@ func readReport(t *testing.T, path string) *e2eReport {
 	if err != nil {
 		t.Fatalf("report: %v", err)
 	}
+	return parseReport(t, path, b)
+}
+
+// parseReport decodes a report; the whole of b must be the one JSON object
+// (with --report -, standard output carries nothing else).
+func parseReport(t *testing.T, name string, b []byte) *e2eReport {
+	t.Helper()
 	var r e2eReport
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("report %s: %v\n%s", path, err, b)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("report %s: %v\n%s", name, err, b)
+	}
+	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
+		t.Errorf("report %s: data after the JSON object: %.200q", name, rest)
 	}
 	if r.Version != 1 {
 		t.Errorf("report version %d, want 1", r.Version)

@@ -596,14 +596,14 @@ func TestPrivilegedE2EDemo(t *testing.T) {
 	x.assertClean()
 }
 
-// `--pcap -` reads the capture from standard input (tcpdump -w - | ...).
+// `--pcap -` reads the capture from standard input (tcpdump -w - | ...), and
+// `--report -` writes the report to standard output.
 func TestPrivilegedE2EStdin(t *testing.T) {
 	x := newE2E(t)
 	const target = "127.0.0.1:8080"
 	srv := x.startServer("http", target)
 	x.snapshot()
-	rep := filepath.Join(x.dir, "report.json")
-	c := x.ns.Command(x.bin, "--pcap", "-", "--target", target, "--speed", "max", "--report", rep, "--progress", "never")
+	c := x.ns.Command(x.bin, "--pcap", "-", "--target", target, "--speed", "max", "--report", "-", "--progress", "always")
 	c.Stdin = bytes.NewReader(replaytest.DemoPcap())
 	r := x.startCmd(c).wait(60 * time.Second)
 	st := srv.stop()
@@ -611,7 +611,9 @@ func TestPrivilegedE2EStdin(t *testing.T) {
 		t.Errorf("exit %d, want %d", r.code, exitOK)
 	}
 	assertPrompt(t, r)
-	report := readReport(t, rep)
+	// Standard output carries the report and nothing else (the progress
+	// line and the summary go to standard error).
+	report := parseReport(t, "on stdout", []byte(r.stdout))
 	assertAllIdentical(t, report, 20)
 	assertDelivered(t, report, st, demoWants(), false)
 	x.assertClean()
