@@ -27,8 +27,13 @@ func Open(name string) (Source, error) {
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		// os.PathError already reads "open x.pcap: no such file or directory".
-		return nil, err
+		// Same form as every other capture error: open "x.pcap": cause.
+		// errors.Is(err, fs.ErrNotExist) still works through Unwrap.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
 	s, err := newSource(f, name, f)
 	if err != nil {
