@@ -25,8 +25,8 @@ const (
 	// something.
 	Missing
 	// NotComparable: the captured server stream is incomplete (holes, snap
-	// length, the builder's size limit), so no verdict; Row.CapturedMatch
-	// tells whether the captured parts agreed.
+	// length, the builder's size limit) or the session was canceled, so no
+	// verdict; Row.CapturedMatch tells whether the parts compared agreed.
 	NotComparable
 	// NotReplayed: the session never connected (refused, dial timeout,
 	// canceled); its outcome says why.

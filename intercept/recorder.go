@@ -144,6 +144,16 @@ func (o *sessionObs) classify() {
 	case !rw.dialed:
 		rw.match = NotReplayed
 		return
+	case rw.outcome == replay.Canceled:
+		// Cut short by the user (SIGINT): no verdict on the answer, only
+		// whether what arrived agreed with the capture so far.
+		rw.match = NotComparable
+		rw.capturedMatch = c.firstDiff < 0
+		if c.firstDiff >= 0 {
+			rw.firstDiff = c.firstDiff
+			o.snippets()
+		}
+		return
 	case c.n == 0 && capBytes > 0:
 		rw.match = Missing
 		rw.firstDiff = 0

@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -116,6 +117,10 @@ func TestMatchClasses(t *testing.T) {
 			session.Hole{Server: true, Offset: 4, Len: 2}), answer: "abcdXXgZ", want: NotComparable, firstDiff: 7},
 		{name: "client hole only", s: capSession(0, "abcd", session.Holes,
 			session.Hole{Server: false, Offset: 4, Len: 2}), answer: "abcd", want: Identical, firstDiff: -1},
+		{name: "canceled mid-answer, agreeing so far", s: capSession(0, resp1, 0), answer: resp1[:20], want: NotComparable, firstDiff: -1,
+			res: replay.Result{Outcome: replay.Canceled, Dialed: true, Err: context.Canceled}},
+		{name: "canceled mid-answer, differing", s: capSession(0, "abcdef", 0), answer: "abX", want: NotComparable, firstDiff: 2,
+			res: replay.Result{Outcome: replay.Canceled, Dialed: true, Err: context.Canceled}},
 		{name: "refused", s: capSession(0, resp1, 0), answer: "", want: NotReplayed, firstDiff: -1,
 			res: replay.Result{Outcome: replay.Refused, Err: syscall.ECONNREFUSED}},
 	} {

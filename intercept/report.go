@@ -112,7 +112,7 @@ func (t *Totals) count(rw *row) {
 }
 
 func (rw *row) endMismatch() bool {
-	return rw.dialed && rw.endCap != session.EndCaptureEnd && rw.endCap != rw.endRep
+	return rw.dialed && rw.outcome != replay.Canceled && rw.endCap != session.EndCaptureEnd && rw.endCap != rw.endRep
 }
 
 // WriteText writes a one-line account of the answers, for the end-of-run
