@@ -20,7 +20,13 @@ func newReport(f *replayFlags) *report {
 	if lim <= 0 || lim > 1<<30 {
 		lim = intercept.DefaultRecordLimit
 	}
-	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim)})}
+	// Rows are only needed for --report; without it none are kept, so
+	// memory follows the sessions in flight even for millions of sessions.
+	rows := -1
+	if f.report != "" {
+		rows = f.reportRows
+	}
+	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim), MaxRows: rows})}
 }
 
 func (r *report) observer() replay.Observer { return r.rec }
