@@ -9,7 +9,7 @@
 //     each optionally compressed with gzip or zstd. "-" is standard input,
 //     read as a stream: frames come out as their bytes arrive, nothing is
 //     buffered beyond the current record, nothing is reopened. Source is the
-//     seam a live AF_PACKET source can implement later.
+//     seam the live AF_PACKET source implements (OpenLive, live_linux.go).
 //   - Decoding: Decoder turns a Frame into a TCP Packet. Link types:
 //     Ethernet (802.1Q VLAN, QinQ, 802.3 LLC/SNAP, MPLS, PPPoE), Linux
 //     cooked SLL and SLL2, raw IP (12, 14, 101, 228, 229), BSD NULL and LOOP
