@@ -848,6 +848,35 @@ func TestPrivilegedLiveLoopback(t *testing.T) {
 		}
 	})
 
+	t.Run("no descriptor leaks", func(t *testing.T) {
+		// A device that exists but is down (ifb devices start down).
+		tuntest.Current(t).Run(t, "ip", "link", "add", "tcopydown0", "type", "ifb")
+		before := openFDs(t)
+		for _, iface := range []string{"lo", "any", "nosuch0", "tcopydown0"} {
+			src, err := OpenLive(iface, LiveOptions{Ports: []uint16{srvB.Port()}, Promiscuous: iface == "lo"})
+			switch {
+			case iface == "tcopydown0":
+				if want := `open live "tcopydown0": interface is down (ip link set tcopydown0 up)`; err == nil || err.Error() != want {
+					t.Errorf("down interface: err = %v, want %s", err, want)
+				}
+			case iface == "nosuch0":
+				if !errors.Is(err, ErrNoInterface) {
+					t.Errorf("nosuch0: err = %v", err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			}
+			if err == nil {
+				if err := src.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if after := openFDs(t); after != before {
+			t.Errorf("%d open descriptors before, %d after opening and closing sources", before, after)
+		}
+	})
+
 	t.Run("no allocations per frame", func(t *testing.T) {
 		src, err := OpenLive("lo", LiveOptions{Ports: []uint16{srvA.Port()}})
 		if err != nil {
@@ -1012,6 +1041,16 @@ func TestPrivilegedLiveDevices(t *testing.T) {
 			in = in || p.Src == server && p.Dst == client && p.Flags == SYN
 		}
 	})
+}
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 // promiscuous reports whether iface has IFF_PROMISC set.
