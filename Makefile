@@ -28,8 +28,21 @@ test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
+# make bench: the harness (cmd/tcopy-tun-bench, root). BENCH selects workloads
+# (short, short-nocausal, keepalive, pipelined, bulk, million; comma-separated,
+# default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS passes more flags
+# (-runs 3, -profile, -args "--mtu 1500"; see bin/tcopy-tun-bench -h).
+BENCH       ?=
+BENCH_QUICK ?=
+BENCH_FLAGS ?=
+BENCH_JSON  ?= out/bench.json
 .PHONY: bench
-bench: build ## benchmarks: capture decoding, the replay loop against the kernel-socket baseline
+bench: build ## replay each workload through the TUN + netstack and through kernel sockets in a private netns; table + out/bench.json (root; BENCH=short,bulk BENCH_QUICK=1)
+	$(GO) build -o bin/tcopy-tun-bench ./cmd/tcopy-tun-bench
+	bin/tcopy-tun-bench -tcopy-tun $(BIN) -workloads '$(BENCH)' -json '$(BENCH_JSON)' $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
+
+.PHONY: bench-go
+bench-go: build ## Go benchmarks: capture decoding, the replay loop against the kernel-socket baseline
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 FUZZTIME ?= 30s

@@ -1,0 +1,31 @@
+// Command tcopy-tun-bench is `make bench`: it measures tcopy-tun against its
+// kernel-socket baseline on this host, in one command.
+//
+// It creates a network namespace (tcopybench-<pid>), starts its own
+// HTTP/1.1 target in it (`tcopy-tun-bench serve`: keep-alive, pipelining,
+// Connection: close, every core), generates each workload's capture with
+// replay/replaytest (Conv and the pcap writer, streamed, in a temporary
+// directory), and replays it with the built tcopy-tun at --speed max twice:
+// through the TUN and the in-process netstack (--via tun) and through
+// kernel sockets (--via socket). Each replay is a child process inside the
+// namespace; its CPU time and peak RSS come from wait4's rusage, sessions
+// and bytes from its --report JSON, requests from the target's own
+// counters. It prints a table and issue 5's targets, and writes JSON
+// (out/bench.json).
+//
+// Workloads: short (10,000 Connection: close sessions) with and without
+// causal order, keepalive (200 × 50), pipelined (200 × 50, 10 deep), bulk
+// (4 sessions × 256 MiB each way) and million (1,000,000 short sessions:
+// the memory bound). -workloads selects, -quick shrinks them all.
+//
+// What it must not do: send traffic outside its namespace, leave state
+// behind. The namespace is deleted and the captures removed on every exit
+// path, including SIGINT/SIGTERM; children get SIGKILL if the harness dies
+// (Pdeathsig), and a namespace left by a killed run is deleted by the next.
+// Every wait is bounded (-run-timeout per replay, 5–15 s for shutdowns).
+//
+// It imports replay/replaytest, a test-support package, on purpose: the
+// bench's captures must be built by the same code the tests trust. The
+// target's answers follow httpwire.go, so replayed answers compare as
+// identical to the captured ones.
+package main

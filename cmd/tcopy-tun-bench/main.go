@@ -1,0 +1,483 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0 // every replay ran and was measured (targets met or not)
+	exitFailure  = 1 // a replay could not be measured, or setup failed
+	exitUsage    = 2 // bad flags
+	exitPriv     = 4 // no namespace could be created (not root)
+	exitSignaled = 5 // interrupted; the partial table and JSON were still written
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			return runServe(args[1:], stdin, stdout, stderr)
+		case "sysctl":
+			return runSysctl(args[1:])
+		case "gen":
+			return runGen(args[1:], stderr)
+		}
+	}
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcopy-tun-bench: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	h := &harness{opts: o, stdout: stdout, stderr: stderr}
+	return h.run(ctx)
+}
+
+// options are the harness's flags.
+type options struct {
+	tcopy      string
+	workloads  []*workload
+	quick      bool
+	jsonOut    string
+	runs       int
+	vias       []string
+	profile    bool
+	tmpRoot    string
+	extra      []string
+	runTimeout time.Duration
+	listen     string
+	keep       bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("tcopy-tun-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	var list, vias, extra string
+	exe, _ := os.Executable()
+	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
+	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, million")
+	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
+	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
+	fs.IntVar(&o.runs, "runs", 1, "replays per workload and path; the table shows the median")
+	fs.StringVar(&vias, "via", "tun,socket", "paths to measure")
+	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
+	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
+	fs.StringVar(&extra, "args", "", "extra tcopy-tun flags for every replay, space-separated (e.g. \"--mtu 1500\")")
+	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "bound on one replay")
+	fs.StringVar(&o.listen, "target", "127.0.0.1:8080", "address the target listens on, inside the namespace")
+	fs.BoolVar(&o.keep, "keep", false, "keep the generated captures (their paths are printed)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tcopy-tun-bench [flags]   (root: it creates a network namespace)\n\n"+
+			"Generates captures, starts an HTTP/1.1 target in a private namespace, replays each\n"+
+			"workload with tcopy-tun --speed max through the TUN + netstack and through kernel\n"+
+			"sockets, and prints a table (and JSON).\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.workloads, err = selectWorkloads(workloads(o.quick), list); err != nil {
+		return nil, fmt.Errorf("-workloads: %w", err)
+	}
+	for _, v := range strings.Split(vias, ",") {
+		switch v = strings.TrimSpace(v); v {
+		case "tun", "socket":
+			o.vias = append(o.vias, v)
+		case "":
+		default:
+			return nil, fmt.Errorf("-via %q: want tun, socket or both", v)
+		}
+	}
+	if len(o.vias) == 0 {
+		return nil, fmt.Errorf("-via: no path to measure")
+	}
+	if o.runs < 1 || o.runs > 20 {
+		return nil, fmt.Errorf("-runs %d: want 1 to 20", o.runs)
+	}
+	o.extra = strings.Fields(extra)
+	return o, nil
+}
+
+// harness is one bench run.
+type harness struct {
+	opts           *options
+	stdout, stderr io.Writer
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.stderr, "tcopy-tun-bench: "+format+"\n", args...)
+}
+
+// benchReport is the JSON output.
+type benchReport struct {
+	Version     int               `json:"version"`
+	Start       time.Time         `json:"start"`
+	WallSeconds float64           `json:"wall_seconds"`
+	Quick       bool              `json:"quick"`
+	Interrupted bool              `json:"interrupted,omitempty"`
+	Machine     machineInfo       `json:"machine"`
+	LoadBefore  string            `json:"loadavg_before"`
+	LoadAfter   string            `json:"loadavg_after"`
+	TcopyTun    string            `json:"tcopy_tun"`
+	Commit      string            `json:"commit,omitempty"`
+	ExtraArgs   []string          `json:"extra_args,omitempty"`
+	Target      string            `json:"target"`
+	Sysctls     map[string]string `json:"netns_sysctls"`
+	Workloads   []*workloadResult `json:"workloads"`
+}
+
+type machineInfo struct {
+	CPUs     int    `json:"nproc"`
+	CPUModel string `json:"cpu_model"`
+	Kernel   string `json:"kernel"`
+	MemTotal string `json:"mem_total"`
+	Go       string `json:"go"`
+}
+
+type workloadResult struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Capture     capSpec  `json:"capture"`
+	Args        []string `json:"args,omitempty"`
+	Metric      string   `json:"ratio_metric"`
+
+	CaptureStats    capStats     `json:"capture_stats"`
+	GenerateSeconds float64      `json:"generate_seconds"`
+	Runs            []*runResult `json:"runs"`
+	// Tun and Socket are the median runs of each path (by Metric).
+	Tun     *runResult   `json:"tun,omitempty"`
+	Socket  *runResult   `json:"socket,omitempty"`
+	Ratio   float64      `json:"ratio,omitempty"`
+	Targets []goalResult `json:"targets,omitempty"`
+}
+
+type goalResult struct {
+	What string `json:"what"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// run is the whole bench. Whatever happens, the target is stopped, the
+// namespace deleted and the captures removed before it returns.
+func (h *harness) run(ctx context.Context) (code int) {
+	o := h.opts
+	self, err := os.Executable()
+	if err != nil {
+		h.logf("%v", err)
+		return exitFailure
+	}
+	if _, err := os.Stat(o.tcopy); err != nil {
+		h.logf("%v\nhint: build it first (make bench does), or name it with -tcopy-tun", err)
+		return exitFailure
+	}
+	rep := &benchReport{Version: 1, Start: time.Now(), Quick: o.quick, Machine: machine(),
+		LoadBefore: loadavg(), TcopyTun: o.tcopy, Commit: gitCommit(), ExtraArgs: o.extra,
+		Target: o.listen, Sysctls: map[string]string{}}
+	for _, kv := range nsSysctls {
+		rep.Sysctls[kv[0]] = kv[1]
+	}
+
+	stopLog := context.AfterFunc(ctx, func() {
+		h.logf("interrupted: stopping the replay in flight, then cleaning up")
+	})
+	defer stopLog()
+	sweepStaleNetns(h.logf)
+	ns, err := createNetns(ctx, self)
+	if err != nil {
+		h.logf("%v", err)
+		if os.Geteuid() != 0 {
+			fmt.Fprintln(h.stderr, "hint: run as root (the bench creates a network namespace and TUN devices)")
+			return exitPriv
+		}
+		return exitFailure
+	}
+	defer func() {
+		if err := ns.delete(); err != nil {
+			h.logf("%v", err)
+			code = exitFailure
+		}
+	}()
+	h.logf("namespace %s; load average %s", ns.name, rep.LoadBefore)
+	tgt, err := startTarget(ctx, ns, self, o.listen)
+	if err != nil {
+		h.logf("%v", err)
+		return exitFailure
+	}
+	defer tgt.stop()
+	tmp, err := os.MkdirTemp(o.tmpRoot, "tcopy-tun-bench-")
+	if err != nil {
+		h.logf("%v", err)
+		return exitFailure
+	}
+	if !o.keep {
+		defer os.RemoveAll(tmp)
+	}
+
+	// Captures are shared by workloads with the same spec and removed once
+	// the last of them is done: the large ones do not pile up on disk.
+	uses := map[string]int{}
+	for _, w := range o.workloads {
+		uses[w.Capture.key()]++
+	}
+	type gen struct {
+		path    string
+		st      capStats
+		seconds float64
+	}
+	made := map[string]gen{}
+	failed := false
+	for _, w := range o.workloads {
+		if ctx.Err() != nil {
+			break
+		}
+		k := w.Capture.key()
+		g, ok := made[k]
+		if !ok {
+			g.path = filepath.Join(tmp, fmt.Sprintf("%s-%d.pcap", w.Capture.Kind, w.Capture.Sessions))
+			t0 := time.Now()
+			st, err := generate(w.Capture, g.path)
+			if err != nil {
+				h.logf("%v", err)
+				return exitFailure
+			}
+			g.st, g.seconds = st, time.Since(t0).Seconds()
+			made[k] = g
+			h.logf("generated %s: %d sessions, %d frames, %.1f MB in %.1fs", g.path, w.Capture.Sessions, st.Frames, float64(st.FileBytes)/1e6, g.seconds)
+		}
+		wr := &workloadResult{Name: w.Name, Description: w.Description, Capture: w.Capture, Args: w.Args,
+			Metric: w.Metric, CaptureStats: g.st, GenerateSeconds: g.seconds}
+		rep.Workloads = append(rep.Workloads, wr)
+		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, timeout: o.runTimeout,
+			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions)}
+		for r := 0; r < o.runs && ctx.Err() == nil; r++ {
+			vias := o.vias
+			if r%2 == 1 { // alternate which path goes first
+				vias = reversed(vias)
+			}
+			for _, via := range vias {
+				if ctx.Err() != nil {
+					break
+				}
+				if via == "tun" {
+					ro.profile = o.profile
+				} else {
+					ro.profile = false
+				}
+				res, err := runReplay(ctx, ro, w, via)
+				if res != nil {
+					wr.Runs = append(wr.Runs, res)
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						h.logf("%v", err)
+						failed = true
+					}
+					continue
+				}
+				h.logf("%-15s %-6s %s", w.Name, via, res.line())
+				if res.Profile != "" {
+					fmt.Fprintf(h.stderr, "perf, %s via tun (self time by symbol):\n%s\n", w.Name, res.Profile)
+				}
+			}
+		}
+		wr.Tun, wr.Socket = median(wr.Runs, "tun", w.Metric), median(wr.Runs, "socket", w.Metric)
+		if wr.Tun != nil && wr.Socket != nil {
+			wr.Ratio = ratio(wr.Tun, wr.Socket, w.Metric)
+		}
+		if wr.Tun != nil && wr.Tun.Error == "" {
+			for _, g := range w.targets {
+				if strings.Contains(g.what, "tun/socket") && wr.Socket == nil {
+					continue
+				}
+				got, met := g.check(wr.Tun, wr.Socket)
+				wr.Targets = append(wr.Targets, goalResult{What: g.what, Got: got, Met: met})
+			}
+		}
+		if uses[k]--; uses[k] == 0 && !o.keep {
+			os.Remove(g.path)
+		}
+	}
+	rep.LoadAfter = loadavg()
+	rep.WallSeconds = time.Since(rep.Start).Seconds()
+	rep.Interrupted = ctx.Err() != nil
+	writeTable(h.stdout, rep)
+	if o.jsonOut != "" {
+		if err := writeJSON(o.jsonOut, rep); err != nil {
+			h.logf("%v", err)
+			failed = true
+		} else {
+			h.logf("results written to %s", o.jsonOut)
+		}
+	}
+	if o.keep {
+		h.logf("captures kept in %s", tmp)
+	}
+	switch {
+	case rep.Interrupted:
+		return exitSignaled
+	case failed:
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runGen is `tcopy-tun-bench gen -workload NAME -o FILE`: it writes one
+// workload's capture, for replays and profiles by hand.
+func runGen(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tcopy-tun-bench gen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("workload", "short", "workload whose capture to write")
+	quick := fs.Bool("quick", false, "the quick mode's size")
+	out := fs.String("o", "", "output `FILE` (pcap)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	ws, err := selectWorkloads(workloads(*quick), *name)
+	if err != nil || len(ws) != 1 || *out == "" {
+		fmt.Fprintf(stderr, "tcopy-tun-bench gen: want -workload NAME (one) and -o FILE\n")
+		return exitUsage
+	}
+	st, err := generate(ws[0].Capture, *out)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcopy-tun-bench gen: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stderr, "%s: %s: %d sessions, %d requests, %d frames, %d bytes\n", *out, ws[0].Description, ws[0].Capture.Sessions, st.Requests, st.Frames, st.FileBytes)
+	return exitOK
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+// median returns the run of via with the median metric (the lower middle
+// of an even count); runs that failed to complete are left out.
+func median(runs []*runResult, via, metric string) *runResult {
+	var rs []*runResult
+	for _, r := range runs {
+		if r.Via == via && r.WallSeconds > 0 {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	sort.SliceStable(rs, func(i, j int) bool { return rs[i].metric(metric) < rs[j].metric(metric) })
+	return rs[(len(rs)-1)/2]
+}
+
+func (r *runResult) line() string {
+	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB",
+		r.Succeeded, r.Expected, r.WallSeconds, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec, r.CPUPer1k, float64(r.MaxRSSBytes)/mib)
+	if len(r.FailedBy) > 0 {
+		s += fmt.Sprintf(", failed %v", r.FailedBy)
+	}
+	return s
+}
+
+func writeJSON(path string, rep *benchReport) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func machine() machineInfo {
+	m := machineInfo{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		m.Kernel = utsString(u.Sysname[:]) + " " + utsString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				m.MemTotal = strings.TrimSpace(v)
+			}
+		}
+	}
+	return m
+}
+
+func utsString(b []int8) string {
+	var s []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}

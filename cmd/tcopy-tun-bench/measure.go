@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// target is the bench's HTTP server, running in the namespace. Its
+// standard input and output are plain pipes the harness owns (not
+// exec.Cmd's copying ones), so talking to it never races with Wait.
+type target struct {
+	cmd     *exec.Cmd
+	stdin   *os.File
+	stdout  *os.File
+	out     *bufio.Reader
+	addr    string
+	done    chan struct{} // closed when the process has been waited for
+	stopped bool
+}
+
+// startTarget starts `tcopy-tun-bench serve` in the namespace and waits for
+// it to listen.
+func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start target: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, fmt.Errorf("start target: %w", err)
+	}
+	cmd := ns.command(ctx, self, "serve", "-listen", listen)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, os.Stderr
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, fmt.Errorf("start target: %w", err)
+	}
+	t := &target{cmd: cmd, stdin: inW, stdout: outR, out: bufio.NewReader(outR), addr: listen, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(t.done)
+	}()
+	first := make(chan string, 1)
+	go func() {
+		l, _ := t.out.ReadString('\n') // ends with the process at the latest
+		first <- l
+	}()
+	select {
+	case l := <-first:
+		if !strings.HasPrefix(l, "listening ") {
+			t.stop()
+			return nil, fmt.Errorf("start target on %s: it said %q", listen, strings.TrimSpace(l))
+		}
+	case <-time.After(10 * time.Second):
+		t.stop()
+		return nil, fmt.Errorf("start target on %s: not listening after 10s", listen)
+	}
+	return t, nil
+}
+
+// stats asks the target for its counters.
+func (t *target) stats() (serverStats, error) {
+	var s serverStats
+	if _, err := io.WriteString(t.stdin, "stats\n"); err != nil {
+		return s, fmt.Errorf("target stats: %w", err)
+	}
+	l, err := t.out.ReadString('\n')
+	if err != nil {
+		return s, fmt.Errorf("target stats: %w", err)
+	}
+	if err := json.Unmarshal([]byte(l), &s); err != nil {
+		return s, fmt.Errorf("target stats %q: %w", l, err)
+	}
+	return s, nil
+}
+
+// cpuSeconds is the target's CPU time so far (user + system), from
+// /proc/<pid>/stat.
+func (t *target) cpuSeconds() float64 { return procCPUSeconds(t.cmd.Process.Pid) }
+
+// stop ends the target: "quit" and end of input, then SIGKILL by pid if it
+// has not exited within 5 s. Idempotent.
+func (t *target) stop() {
+	if t.stopped {
+		return
+	}
+	t.stopped = true
+	io.WriteString(t.stdin, "quit\n")
+	t.stdin.Close()
+	select {
+	case <-t.done:
+	case <-time.After(5 * time.Second):
+		t.cmd.Process.Kill()
+		<-t.done
+	}
+	t.stdout.Close()
+}
+
+// procCPUSeconds reads utime+stime of pid. /proc reports clock ticks of
+// USER_HZ, which the Linux ABI fixes at 100.
+func procCPUSeconds(pid int) float64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
+// runResult is one replay of one workload through one path.
+type runResult struct {
+	Via      string   `json:"via"`
+	Args     []string `json:"args"`
+	ExitCode int      `json:"exit_code"`
+	Error    string   `json:"error,omitempty"`
+
+	// WallSeconds is the replay's own wall time (the report's, from the
+	// first session's dispatch to the last one's end); ProcessSeconds the
+	// whole process, setup included.
+	WallSeconds    float64 `json:"wall_seconds"`
+	ProcessSeconds float64 `json:"process_seconds"`
+	UserSeconds    float64 `json:"cpu_user_seconds"`
+	SysSeconds     float64 `json:"cpu_system_seconds"`
+	MaxRSSBytes    int64   `json:"peak_rss_bytes"`
+	TargetCPU      float64 `json:"target_cpu_seconds"`
+
+	Expected   int64 `json:"sessions_expected"`
+	Planned    int64 `json:"sessions_planned"`
+	Replayed   int64 `json:"sessions_replayed"`
+	Succeeded  int64 `json:"sessions_succeeded"`
+	Failed     int64 `json:"sessions_failed"`
+	NotStarted int64 `json:"sessions_not_started"`
+	// Requests were counted by the target while this replay ran.
+	Requests      int64            `json:"requests_answered"`
+	BytesSent     int64            `json:"bytes_sent"`
+	BytesReceived int64            `json:"bytes_received"`
+	FailedBy      map[string]int64 `json:"failed_by,omitempty"`
+	Match         map[string]int64 `json:"match,omitempty"`
+
+	SessionsPerSec float64 `json:"sessions_per_second"`
+	RequestsPerSec float64 `json:"requests_per_second"`
+	MBPerSec       float64 `json:"mb_per_second"` // 10^6 bytes, both directions
+	CPUPer1k       float64 `json:"cpu_seconds_per_1000_sessions"`
+	DeliveredPct   float64 `json:"delivered_percent"`
+
+	Profile string `json:"profile,omitempty"` // perf report, top symbols
+}
+
+func (r *runResult) metric(name string) float64 {
+	switch name {
+	case "sessions_per_second":
+		return r.SessionsPerSec
+	case "requests_per_second":
+		return r.RequestsPerSec
+	case "mb_per_second":
+		return r.MBPerSec
+	}
+	return 0
+}
+
+// reportHead is the part of tcopy-tun's --report JSON the bench reads.
+type reportHead struct {
+	Summary struct {
+		WallSeconds   float64          `json:"wall_seconds"`
+		Planned       int64            `json:"sessions_planned"`
+		Replayed      int64            `json:"sessions_replayed"`
+		NotStarted    int64            `json:"sessions_not_started"`
+		Succeeded     int64            `json:"sessions_succeeded"`
+		FailedTotal   int64            `json:"sessions_failed"`
+		Failed        map[string]int64 `json:"failed"`
+		BytesSent     int64            `json:"bytes_sent"`
+		BytesReceived int64            `json:"bytes_received"`
+	} `json:"summary"`
+	Totals struct {
+		Match map[string]int64 `json:"match"`
+	} `json:"totals"`
+}
+
+// readReportHead decodes the summary and totals of a report without
+// reading its per-session rows (a million of them for the memory workload).
+func readReportHead(path string) (*reportHead, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read report: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(bufio.NewReaderSize(f, 64<<10))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("read report %q: not a JSON object", path)
+	}
+	var h reportHead
+	var seen int
+	for dec.More() && seen < 2 {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("read report %q: %w", path, err)
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "summary":
+			err = dec.Decode(&h.Summary)
+			seen++
+		case "totals":
+			err = dec.Decode(&h.Totals)
+			seen++
+		case "sessions":
+			return nil, fmt.Errorf("read report %q: sessions before summary and totals", path)
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read report %q: %s: %w", path, key, err)
+		}
+	}
+	if seen < 2 {
+		return nil, fmt.Errorf("read report %q: no summary or totals", path)
+	}
+	return &h, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	b   []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// replayOpts are what one replay needs besides the workload.
+type replayOpts struct {
+	ns       *netns
+	tcopy    string
+	target   *target
+	tmp      string
+	extra    []string
+	timeout  time.Duration
+	profile  bool
+	logf     func(string, ...any)
+	capture  string
+	expected int64
+}
+
+// errRun marks a replay that could not be measured (not a replay with
+// failed sessions, which is a result).
+var errRun = errors.New("replay did not complete")
+
+// runReplay replays the capture once through via and measures it.
+func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*runResult, error) {
+	report := filepath.Join(o.tmp, fmt.Sprintf("report-%s-%s.json", wl.Name, via))
+	defer os.Remove(report)
+	args := []string{"--pcap", o.capture, "--target", o.target.addr, "--speed", "max", "--via", via,
+		"--report", report, "--progress", "never", "-q"}
+	args = append(args, wl.Args...)
+	args = append(args, o.extra...)
+	res := &runResult{Via: via, Args: args, Expected: o.expected}
+
+	before, err := o.target.stats()
+	if err != nil {
+		return nil, err
+	}
+	cpu0 := o.target.cpuSeconds()
+
+	rctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	cmd := o.ns.command(rctx, o.tcopy, args...)
+	stderr := &tailBuffer{max: 8 << 10}
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", o.tcopy, err)
+	}
+	var prof *perfRecording
+	if o.profile {
+		prof = startPerf(cmd.Process.Pid, filepath.Join(o.tmp, fmt.Sprintf("perf-%s-%s.data", wl.Name, via)), o.logf)
+	}
+	waitErr := cmd.Wait()
+	res.ProcessSeconds = time.Since(start).Seconds()
+	if prof != nil {
+		res.Profile = prof.finish()
+	}
+	res.TargetCPU = o.target.cpuSeconds() - cpu0
+	after, err := o.target.stats()
+	if err != nil {
+		return nil, err
+	}
+	res.Requests = after.Requests - before.Requests
+
+	if ps := cmd.ProcessState; ps != nil {
+		res.ExitCode = ps.ExitCode()
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			res.UserSeconds = time.Duration(ru.Utime.Nano()).Seconds()
+			res.SysSeconds = time.Duration(ru.Stime.Nano()).Seconds()
+			res.MaxRSSBytes = ru.Maxrss << 10 // KiB on Linux
+		}
+	}
+	var ee *exec.ExitError
+	// Exit 1 is a completed replay in which some sessions failed: a result.
+	if waitErr != nil && !(errors.As(waitErr, &ee) && ee.ExitCode() == 1) {
+		res.Error = fmt.Sprintf("%v: %s", waitErr, lastLines(stderr.b, 5))
+		if rctx.Err() != nil && ctx.Err() == nil {
+			res.Error = fmt.Sprintf("timed out after %v: %s", o.timeout, lastLines(stderr.b, 5))
+		}
+		return res, fmt.Errorf("%w: %s via %s: %s", errRun, wl.Name, via, res.Error)
+	}
+	h, err := readReportHead(report)
+	if err != nil {
+		res.Error = err.Error()
+		return res, fmt.Errorf("%w: %s via %s: %v", errRun, wl.Name, via, err)
+	}
+	s := h.Summary
+	res.WallSeconds = s.WallSeconds
+	res.Planned, res.Replayed, res.Succeeded = s.Planned, s.Replayed, s.Succeeded
+	res.Failed, res.NotStarted = s.FailedTotal, s.NotStarted
+	res.BytesSent, res.BytesReceived = s.BytesSent, s.BytesReceived
+	res.FailedBy, res.Match = nonZero(s.Failed), nonZero(h.Totals.Match)
+	if w := res.WallSeconds; w > 0 {
+		res.SessionsPerSec = float64(res.Succeeded) / w
+		res.RequestsPerSec = float64(res.Requests) / w
+		res.MBPerSec = float64(res.BytesSent+res.BytesReceived) / 1e6 / w
+	}
+	if res.Succeeded > 0 {
+		res.CPUPer1k = (res.UserSeconds + res.SysSeconds) / float64(res.Succeeded) * 1000
+	}
+	if res.Expected > 0 {
+		res.DeliveredPct = 100 * float64(res.Succeeded) / float64(res.Expected)
+	}
+	if res.ExitCode == 1 {
+		res.Error = lastLines(stderr.b, 3)
+	}
+	return res, nil
+}
+
+func nonZero(m map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// perfRecording is `perf record` attached to a replay.
+type perfRecording struct {
+	cmd  *exec.Cmd
+	file string
+	logf func(string, ...any)
+}
+
+// startPerf samples pid's stacks until it exits; nil when perf is missing.
+func startPerf(pid int, file string, logf func(string, ...any)) *perfRecording {
+	if _, err := exec.LookPath("perf"); err != nil {
+		logf("no perf on PATH: no profile")
+		return nil
+	}
+	cmd := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-o", file, "-p", strconv.Itoa(pid))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf("perf record: %v", err)
+		return nil
+	}
+	return &perfRecording{cmd: cmd, file: file, logf: logf}
+}
+
+// finish waits for perf to end (it does when the process it follows exits)
+// and returns the top of its report by symbol, self time.
+func (p *perfRecording) finish() string {
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Signal(os.Interrupt)
+		<-done
+	}
+	defer os.Remove(p.file)
+	out, err := exec.Command("perf", "report", "-i", p.file, "--stdio", "--no-children", "-g", "none",
+		"--sort", "symbol", "--percent-limit", "0.7").Output()
+	if err != nil {
+		p.logf("perf report: %v", err)
+		return ""
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		keep = append(keep, strings.TrimRight(l, " "))
+		if len(keep) == 30 {
+			break
+		}
+	}
+	return strings.Join(keep, "\n")
+}

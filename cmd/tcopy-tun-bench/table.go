@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// writeTable prints the results: one line per workload and path (the
+// median run), the netstack/socket ratio on the tun line, then issue 5's
+// targets.
+func writeTable(w io.Writer, rep *benchReport) {
+	m := rep.Machine
+	fmt.Fprintf(w, "\ntcopy-tun bench: %d × %s, %s, %s; load average %s before, %s after",
+		m.CPUs, m.CPUModel, m.Kernel, m.Go, rep.LoadBefore, rep.LoadAfter)
+	if rep.Commit != "" {
+		fmt.Fprintf(w, "; commit %s", rep.Commit)
+	}
+	if rep.Quick {
+		fmt.Fprint(w, "; QUICK (small captures)")
+	}
+	if len(rep.ExtraArgs) > 0 {
+		fmt.Fprintf(w, "; extra flags %s", strings.Join(rep.ExtraArgs, " "))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tvia\tsessions\tsessions/s\trequests/s\tMB/s\tCPU s/1k sess\tpeak RSS MiB\tdelivered\ttun/socket\t")
+	for _, wr := range rep.Workloads {
+		for _, r := range []*runResult{wr.Tun, wr.Socket} {
+			if r == nil {
+				continue
+			}
+			rat := ""
+			if r == wr.Tun && wr.Socket != nil {
+				rat = fmt.Sprintf("%.2f (%s)", wr.Ratio, metricLabel(wr.Metric))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.0f\t%.2f %%\t%s\t\n",
+				wr.Name, r.Via, r.Expected, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec,
+				r.CPUPer1k, float64(r.MaxRSSBytes)/mib, r.DeliveredPct, rat)
+		}
+		if wr.Tun == nil && wr.Socket == nil {
+			fmt.Fprintf(tw, "%s\t-\t%d\tno completed run\t\t\t\t\t\t\t\n", wr.Name, wr.Capture.Sessions)
+		}
+	}
+	tw.Flush()
+
+	var goals []string
+	for _, wr := range rep.Workloads {
+		for _, g := range wr.Targets {
+			mark := "met"
+			if !g.Met {
+				mark = "MISSED"
+			}
+			goals = append(goals, fmt.Sprintf("%s\t%s\t%s\t%s\t", wr.Name, g.What, g.Got, mark))
+		}
+	}
+	if len(goals) > 0 {
+		fmt.Fprintln(w, "\ntargets (issue 5):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, g := range goals {
+			fmt.Fprintln(tw, "  "+g)
+		}
+		tw.Flush()
+	}
+	for _, wr := range rep.Workloads {
+		for _, r := range wr.Runs {
+			if r.Error != "" {
+				fmt.Fprintf(w, "note: %s via %s: %s\n", wr.Name, r.Via, r.Error)
+			}
+		}
+	}
+	if rep.Interrupted {
+		fmt.Fprintln(w, "interrupted: the table holds the replays that completed")
+	}
+}

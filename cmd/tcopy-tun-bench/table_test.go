@@ -1,0 +1,147 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/intercept"
+	"github.com/tcopy-tun/tcopy-tun/replay"
+)
+
+func TestMedianAndRatio(t *testing.T) {
+	runs := []*runResult{
+		{Via: "tun", WallSeconds: 1, SessionsPerSec: 300},
+		{Via: "socket", WallSeconds: 1, SessionsPerSec: 1000},
+		{Via: "tun", WallSeconds: 1, SessionsPerSec: 100},
+		{Via: "tun", WallSeconds: 0, SessionsPerSec: 0}, // did not complete: left out
+		{Via: "tun", WallSeconds: 1, SessionsPerSec: 200},
+		{Via: "tun", WallSeconds: 1, SessionsPerSec: 900},
+	}
+	tun := median(runs, "tun", "sessions_per_second")
+	if tun == nil || tun.SessionsPerSec != 200 {
+		t.Fatalf("median of 100, 200, 300, 900 = %v, want the lower middle 200", tun)
+	}
+	sock := median(runs, "socket", "sessions_per_second")
+	if r := ratio(tun, sock, "sessions_per_second"); r != 0.2 {
+		t.Errorf("ratio %v", r)
+	}
+	if median(runs, "none", "x") != nil || ratio(tun, nil, "sessions_per_second") != 0 {
+		t.Error("missing runs")
+	}
+}
+
+func TestSelectWorkloads(t *testing.T) {
+	all := workloads(false)
+	ws, err := selectWorkloads(all, " bulk,short,bulk ")
+	if err != nil || len(ws) != 2 || ws[0].Name != "bulk" || ws[1].Name != "short" {
+		t.Errorf("selected %v, %v", ws, err)
+	}
+	if ws, _ := selectWorkloads(all, ""); len(ws) != 6 {
+		t.Errorf("default selects %d workloads", len(ws))
+	}
+	if _, err := selectWorkloads(all, "shrot"); err == nil || !strings.Contains(err.Error(), "have short") {
+		t.Errorf("unknown workload: %v", err)
+	}
+	// The issue's sizes.
+	byName := map[string]*workload{}
+	for _, w := range all {
+		byName[w.Name] = w
+	}
+	if c := byName["short"].Capture; c.Sessions != 10000 || c.Requests != 1 {
+		t.Errorf("short %+v", c)
+	}
+	if c := byName["keepalive"].Capture; c.Sessions != 200 || c.Requests != 50 {
+		t.Errorf("keepalive %+v", c)
+	}
+	if c := byName["bulk"].Capture; c.Body != 256<<20 || c.Upload != 256<<20 {
+		t.Errorf("bulk %+v", c)
+	}
+	if c := byName["million"].Capture; c.Sessions != 1_000_000 {
+		t.Errorf("million %+v", c)
+	}
+}
+
+func TestGoals(t *testing.T) {
+	w := workloads(false)[0] // short
+	tun := &runResult{SessionsPerSec: 13000, Succeeded: 10000, Expected: 10000, DeliveredPct: 100}
+	sock := &runResult{SessionsPerSec: 14000}
+	for _, g := range w.targets {
+		if got, met := g.check(tun, sock); !met {
+			t.Errorf("%s: %s not met", g.what, got)
+		}
+	}
+	tun.Succeeded = 9999
+	if _, met := w.targets[1].check(tun, sock); met {
+		t.Error("99.99 % counted as 100 % delivered")
+	}
+}
+
+// TestReadReportHead reads a real report as tcopy-tun writes it, and stops
+// before its rows.
+func TestReadReportHead(t *testing.T) {
+	rec := intercept.New(intercept.Options{})
+	sum := &replay.Summary{Passes: 1, Wall: 2 * time.Second, Planned: 10, Replayed: 10, Succeeded: 9,
+		Failed: replay.Failures{Refused: 1}, BytesSent: 100, BytesReceived: 2000}
+	path := filepath.Join(t.TempDir(), "r.json")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Report(sum).WriteJSON(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	h, err := readReportHead(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.Summary
+	if s.WallSeconds != 2 || s.Succeeded != 9 || s.FailedTotal != 1 || s.Failed["refused"] != 1 || s.BytesReceived != 2000 {
+		t.Errorf("summary %+v", s)
+	}
+	if h.Totals.Match == nil {
+		t.Error("no totals")
+	}
+	os.WriteFile(path, []byte(`{"version":1,"sessions":[]}`), 0o644)
+	if _, err := readReportHead(path); err == nil {
+		t.Error("a report without summary was accepted")
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	tun := &runResult{Via: "tun", Expected: 10000, Succeeded: 10000, WallSeconds: 1, SessionsPerSec: 9000,
+		RequestsPerSec: 9000, MBPerSec: 4.2, CPUPer1k: 0.15, MaxRSSBytes: 80 << 20, DeliveredPct: 100}
+	sock := &runResult{Via: "socket", Expected: 10000, Succeeded: 10000, WallSeconds: 1, SessionsPerSec: 10000, DeliveredPct: 100}
+	w := workloads(false)[0]
+	wr := &workloadResult{Name: w.Name, Metric: w.Metric, Capture: w.Capture, Runs: []*runResult{tun, sock}, Tun: tun, Socket: sock, Ratio: 0.9,
+		Targets: []goalResult{{What: "≥ 12,000 sessions/s via tun", Got: "9000/s", Met: false}}}
+	rep := &benchReport{Machine: machineInfo{CPUs: 2, CPUModel: "Test CPU"}, LoadBefore: "1.00 1.00 1.00", Workloads: []*workloadResult{wr}}
+	var b strings.Builder
+	writeTable(&b, rep)
+	out := b.String()
+	for _, want := range []string{"2 × Test CPU", "sessions/s", "9000", "0.90 (sessions/s)", "100.00 %", "80", "MISSED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-workloads", "short,bulk", "-via", "tun", "-args", "--mtu 1500  --link fdbased", "-quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.workloads) != 2 || o.workloads[0].Capture.Sessions != 1000 || len(o.vias) != 1 ||
+		strings.Join(o.extra, " ") != "--mtu 1500 --link fdbased" {
+		t.Errorf("options %+v", o)
+	}
+	for _, bad := range [][]string{{"-via", "udp"}, {"-runs", "0"}, {"-workloads", "x"}, {"extra"}} {
+		if _, err := parseFlags(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

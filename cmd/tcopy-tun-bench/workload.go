@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// workload is one line pair of the table: a capture, replayed with the
+// same flags through each path.
+type workload struct {
+	Name        string
+	Description string
+	Capture     capSpec
+	Args        []string // tcopy-tun flags beyond the common ones
+	// Metric is the column the netstack/socket ratio is taken on.
+	Metric string
+	// targets are issue 5's goals for this workload.
+	targets []goal
+}
+
+// goal is one of issue 5's targets, checked against a workload's results.
+type goal struct {
+	what  string
+	check func(tun, socket *runResult) (got string, met bool)
+}
+
+const (
+	mib = 1 << 20
+)
+
+// workloads returns the bench's workloads, full size or quick (for a check
+// that the harness works, in seconds).
+func workloads(quick bool) []*workload {
+	n := func(full, small int) int {
+		if quick {
+			return small
+		}
+		return full
+	}
+	short := capSpec{Kind: "short", Sessions: n(10000, 1000), Requests: 1, Body: 256, Clients: n(1000, 100),
+		Spacing: 100 * time.Microsecond, Think: time.Millisecond}
+	million := short
+	million.Sessions, million.Clients = n(1_000_000, 20_000), 65534
+	keep := capSpec{Kind: "keepalive", Sessions: n(200, 20), Requests: 50, Body: 1024, Clients: n(200, 20),
+		Spacing: 500 * time.Microsecond, Think: time.Millisecond, ClientThink: 2 * time.Millisecond}
+	pipe := keep
+	pipe.Kind, pipe.Depth = "pipelined", 10
+	bulk := capSpec{Kind: "bulk", Sessions: n(4, 1), Requests: 1, Body: int64(n(256, 16)) * mib, Upload: int64(n(256, 16)) * mib,
+		Clients: n(4, 1), Spacing: time.Millisecond}
+
+	shortGoals := []goal{
+		{"≥ 12,000 sessions/s via tun", func(t, _ *runResult) (string, bool) {
+			return fmt.Sprintf("%.0f/s", t.SessionsPerSec), t.SessionsPerSec >= 12000
+		}},
+		{"100 % delivered via tun", func(t, _ *runResult) (string, bool) {
+			return fmt.Sprintf("%.2f %%", t.DeliveredPct), t.Succeeded == t.Expected
+		}},
+		ratioGoal("sessions_per_second", 0.9),
+	}
+	return []*workload{
+		{Name: "short", Description: fmt.Sprintf("%d short HTTP/1.1 sessions (Connection: close), causal order", short.Sessions),
+			Capture: short, Metric: "sessions_per_second", targets: shortGoals},
+		{Name: "short-nocausal", Description: fmt.Sprintf("the same %d sessions, --no-causal-order", short.Sessions),
+			Capture: short, Args: []string{"--no-causal-order"}, Metric: "sessions_per_second", targets: shortGoals},
+		{Name: "keepalive", Description: fmt.Sprintf("%d keep-alive connections × %d requests", keep.Sessions, keep.Requests),
+			Capture: keep, Metric: "requests_per_second", targets: []goal{ratioGoal("requests_per_second", 0.9)}},
+		{Name: "pipelined", Description: fmt.Sprintf("%d connections × %d requests, pipelined %d deep", pipe.Sessions, pipe.Requests, pipe.Depth),
+			Capture: pipe, Metric: "requests_per_second", targets: []goal{ratioGoal("requests_per_second", 0.9)}},
+		{Name: "bulk", Description: fmt.Sprintf("%d sessions × %d MiB each way", bulk.Sessions, bulk.Body/mib),
+			Capture: bulk, Metric: "mb_per_second", targets: []goal{ratioGoal("mb_per_second", 0.8)}},
+		{Name: "million", Description: fmt.Sprintf("%d short sessions: memory", million.Sessions),
+			Capture: million, Metric: "sessions_per_second", targets: []goal{
+				{"peak RSS < 256 MiB via tun", func(t, _ *runResult) (string, bool) {
+					return fmt.Sprintf("%.0f MiB", float64(t.MaxRSSBytes)/mib), t.MaxRSSBytes < 256*mib
+				}},
+				{"100 % delivered via tun", func(t, _ *runResult) (string, bool) {
+					return fmt.Sprintf("%.2f %%", t.DeliveredPct), t.Succeeded == t.Expected
+				}},
+			}},
+	}
+}
+
+func ratioGoal(metric string, min float64) goal {
+	return goal{fmt.Sprintf("tun/socket ≥ %.1f on %s", min, metricLabel(metric)), func(t, s *runResult) (string, bool) {
+		r := ratio(t, s, metric)
+		return fmt.Sprintf("%.2f", r), r >= min
+	}}
+}
+
+func ratio(t, s *runResult, metric string) float64 {
+	if t == nil || s == nil || s.metric(metric) == 0 {
+		return 0
+	}
+	return t.metric(metric) / s.metric(metric)
+}
+
+func metricLabel(m string) string {
+	switch m {
+	case "sessions_per_second":
+		return "sessions/s"
+	case "requests_per_second":
+		return "requests/s"
+	case "mb_per_second":
+		return "MB/s"
+	}
+	return m
+}
+
+// selectWorkloads picks workloads by a comma-separated list of names (empty
+// or "all": every one).
+func selectWorkloads(all []*workload, list string) ([]*workload, error) {
+	list = strings.TrimSpace(list)
+	if list == "" || list == "all" {
+		return all, nil
+	}
+	byName := map[string]*workload{}
+	var names []string
+	for _, w := range all {
+		byName[w.Name] = w
+		names = append(names, w.Name)
+	}
+	var out []*workload
+	seen := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" || seen[n] {
+			continue
+		}
+		w, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("unknown workload %q (have %s)", n, strings.Join(names, ", "))
+		}
+		seen[n] = true
+		out = append(out, w)
+	}
+	return out, nil
+}
