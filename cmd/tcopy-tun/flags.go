@@ -17,6 +17,8 @@ import (
 // replayFlags are the flags of the replay command, parsed and checked.
 type replayFlags struct {
 	pcap     string
+	live     string        // --live IFACE: copy from an interface instead of a capture
+	stopLive chan struct{} // closed to end a live capture (set by the command)
 	target   netip.AddrPort
 	server   netip.AddrPort
 	maps     map[netip.AddrPort]netip.AddrPort
@@ -80,6 +82,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	var maps, nets listValue
 	var speed, shard, link string
 	fs.StringVar(&f.pcap, "pcap", "", "capture to replay: a pcap or pcapng file (gzip or zstd too), or - for standard input")
+	fs.StringVar(&f.live, "live", "", "copy live traffic from network interface `IFACE` (AF_PACKET; needs CAP_NET_RAW) instead of a capture; runs until SIGINT or --duration")
 	fs.Var(addrPortValue{&f.target}, "target", "where to replay: `IP:PORT` of the server under test")
 	fs.Var(addrPortValue{&f.server}, "server", "the captured server to replay, `IP:PORT` (default: the one whose port matches --target, or the only one)")
 	fs.Var(&maps, "map", "replay a captured server onto a target, `CAPTURED=TARGET` (IP:PORT=IP:PORT); repeatable")
@@ -141,8 +144,11 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags come as --name value)", fs.Arg(0))
 	}
-	if f.pcap == "" {
-		return nil, fmt.Errorf("--pcap is required (a capture file, or - for standard input)")
+	if f.pcap == "" && f.live == "" {
+		return nil, fmt.Errorf("--pcap is required (a capture file, or - for standard input), or --live IFACE")
+	}
+	if f.pcap != "" && f.live != "" {
+		return nil, fmt.Errorf("--pcap and --live exclude each other")
 	}
 	if !f.target.IsValid() && len(*maps) == 0 {
 		return nil, fmt.Errorf("--target IP:PORT is required (or --map CAPTURED=TARGET)")
@@ -196,6 +202,12 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	if f.maxSessions < 1 || f.multiply < 1 || f.loop < 1 {
 		return nil, fmt.Errorf("--max-sessions, --multiply and --loop want a number of at least 1")
 	}
+	if f.live != "" && f.loop != 1 {
+		return nil, fmt.Errorf("--loop cannot repeat a live capture")
+	}
+	if f.live != "" && f.via == "tun" && f.live == f.tunName {
+		return nil, fmt.Errorf("--live %s: that is the replay's own TUN device; copying it would feed the replay its own packets", f.live)
+	}
 	if f.sample <= 0 || f.sample > 1 {
 		return nil, fmt.Errorf("--sample %v: want a fraction in (0, 1]", f.sample)
 	}
@@ -206,6 +218,14 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 		return nil, fmt.Errorf("--target %s: ::1 cannot be reached through a TUN (the kernel never routes loopback traffic from a device); use 127.0.0.1 or an address of the host", f.target)
 	}
 	return f, nil
+}
+
+// sourceName names the input in messages: the capture file or the interface.
+func (f *replayFlags) sourceName() string {
+	if f.live != "" {
+		return f.live
+	}
+	return f.pcap
 }
 
 func validLink(k netstack.LinkKind) bool {

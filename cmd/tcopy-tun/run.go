@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
@@ -31,8 +32,39 @@ func runReplay(e env, args []string) int {
 		fmt.Fprintf(e.stderr, "tcopy-tun: %v\nhint: 'tcopy-tun --help' lists the flags\n", err)
 		return exitUsage
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if f.live == "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return replayJob(ctx, e, f, nil)
+	}
+	// Live copy runs until stopped: the first SIGINT/SIGTERM (or
+	// --duration) ends the capture and lets the sessions in flight finish,
+	// a second one aborts them.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.stopLive = make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var timeout <-chan time.Time
+	if f.duration > 0 {
+		timeout = time.After(f.duration)
+	}
+	go func() {
+		select {
+		case <-sigs:
+			logf(e, "stopping the live capture; sessions in flight finish (signal again to abort them)")
+		case <-timeout:
+		case <-ctx.Done():
+			return
+		}
+		close(f.stopLive)
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	return replayJob(ctx, e, f, nil)
 }
 
@@ -42,7 +74,7 @@ func runReplay(e env, args []string) int {
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
 	res, err := replayOnce(ctx, e, f, nil)
-	if err == nil && res.summary.Read == 0 && ctx.Err() == nil && f.server == (netip.AddrPort{}) && len(f.maps) == 0 {
+	if err == nil && res.summary.Read == 0 && ctx.Err() == nil && f.server == (netip.AddrPort{}) && len(f.maps) == 0 && f.live == "" {
 		// Nothing matched the target's port: if the capture holds exactly
 		// one server, that is the one meant ("or the only server in the
 		// capture"). A second pass is only possible for a file.
@@ -116,11 +148,30 @@ func (r *runResult) exitCode(ctx context.Context) int {
 // replayOnce is one pass over the capture. servers, when set, overrides the
 // server selection.
 func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.AddrPort) (*runResult, error) {
-	src, err := capture.Open(f.pcap)
+	src, err := openSource(f)
 	if err != nil {
 		return nil, inputError{err}
 	}
 	defer src.Close()
+	if f.live != "" {
+		// Closing a live source is its normal end: the builder flushes
+		// and the replay finishes what is in flight.
+		go func() {
+			select {
+			case <-f.stopLive:
+				src.Close()
+			case <-ctx.Done():
+				src.Close()
+			}
+		}()
+		defer func() {
+			if dc, ok := src.(capture.DropCounter); ok {
+				if n, err := dc.Drops(); err == nil && n > 0 {
+					logf(e, "warning: the kernel dropped %d packets of the live capture on %s: those sessions may be incomplete", n, f.live)
+				}
+			}
+		}()
+	}
 
 	dialer, cleanup, err := setupPath(e, f)
 	if err != nil {
@@ -176,7 +227,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 				break
 			}
 		}
-		runErr = replayPass(ctx, runner, src, f.pcap, scfg, res)
+		runErr = replayPass(ctx, runner, src, f.sourceName(), scfg, res)
 		if runErr != nil {
 			break
 		}
@@ -224,6 +275,37 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		return inputError{err}
 	}
 	return runErr
+}
+
+// openSource opens the capture file or stream, or the live interface.
+func openSource(f *replayFlags) (capture.Source, error) {
+	if f.live == "" {
+		return capture.Open(f.pcap)
+	}
+	return capture.OpenLive(f.live, capture.LiveOptions{Ports: livePorts(f)})
+}
+
+// livePorts are the captured server ports to copy from a live interface.
+func livePorts(f *replayFlags) []uint16 {
+	seen := map[uint16]bool{}
+	var ports []uint16
+	add := func(p uint16) {
+		if p != 0 && !seen[p] {
+			seen[p] = true
+			ports = append(ports, p)
+		}
+	}
+	switch {
+	case f.server.IsValid():
+		add(f.server.Port())
+	case len(f.maps) > 0:
+		for c := range f.maps {
+			add(c.Port())
+		}
+	default:
+		add(f.target.Port())
+	}
+	return ports
 }
 
 // sessionConfig selects the captured servers to rebuild sessions for.
@@ -274,6 +356,9 @@ func onlyServer(name string) (netip.AddrPort, bool) {
 }
 
 func noSessionsError(f *replayFlags, res *runResult) error {
+	if f.live != "" {
+		return fmt.Errorf("live capture on %s: no sessions of the selected server were seen (%d TCP segments)", f.live, res.capStats.TCP)
+	}
 	if res.capStats.TCP == 0 {
 		return fmt.Errorf("read %q: no TCP segments in %d frames: nothing to replay", f.pcap, res.capStats.Frames)
 	}
