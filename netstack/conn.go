@@ -30,10 +30,10 @@ type Conn struct {
 	wq     *waiter.Queue
 	local  *net.TCPAddr
 	remote *net.TCPAddr
-	// release is the local address to hand back to st on Close (dialed
-	// conns); invalid for accepted conns, whose address belongs to the
-	// listener.
-	release netip.Addr
+	// release lists the NIC addresses to hand back to st on Close (see
+	// Stack.dial); zero entries are unused. Accepted conns release
+	// nothing: their address belongs to the listener.
+	release [2]netip.Addr
 
 	// Persistent waiter entries: registered once, so a blocking Read or
 	// Write allocates nothing. Their channels have room for one token, so
@@ -55,7 +55,7 @@ type Conn struct {
 	closeOnce sync.Once
 }
 
-func newConn(st *Stack, ep tcpip.Endpoint, wq *waiter.Queue, release netip.Addr) *Conn {
+func newConn(st *Stack, ep tcpip.Endpoint, wq *waiter.Queue, release [2]netip.Addr) *Conn {
 	c := &Conn{
 		st:      st,
 		ep:      ep,
@@ -223,8 +223,10 @@ func (c *Conn) Close() error {
 		c.ep.Close()
 		c.rd.stop()
 		c.wd.stop()
-		if c.release.IsValid() {
-			c.st.releaseAddr(c.release)
+		for _, a := range c.release {
+			if a.IsValid() {
+				c.st.releaseAddr(a)
+			}
 		}
 	})
 	if !closed {

@@ -112,17 +112,41 @@ func (st *Stack) startConnect(src, dst netip.AddrPort) (*Conn, error) {
 	if st.closed {
 		return nil, ErrClosed
 	}
-	if err := st.acquireAddr(src.Addr()); err != nil {
-		return nil, err
+	// The source address becomes one of the NIC's (see acquireAddr). So
+	// does an IPv4 destination: gVisor's IPv4 receive path looks up every
+	// packet's *source* address in the NIC's address table (to drop
+	// packets from a subnet broadcast address), and a miss scans the whole
+	// table — one entry per session in flight or in TIME_WAIT, for every
+	// packet. With the target assigned, that lookup is exact too. (IPv6
+	// has no such check.) HandleLocal is off, so packets to the target
+	// still leave through the link.
+	release := [2]netip.Addr{src.Addr()}
+	if dst.Addr().Is4() && dst.Addr() != src.Addr() {
+		release[1] = dst.Addr()
+	}
+	for i, a := range release {
+		if !a.IsValid() {
+			continue
+		}
+		if err := st.acquireAddr(a); err != nil {
+			for _, b := range release[:i] {
+				st.releaseAddr(b)
+			}
+			return nil, err
+		}
 	}
 	wq := new(waiter.Queue)
 	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, protocolOf(dst.Addr()), wq)
 	if terr != nil {
-		st.releaseAddr(src.Addr())
+		for _, a := range release {
+			if a.IsValid() {
+				st.releaseAddr(a)
+			}
+		}
 		return nil, convertError("socket", terr)
 	}
-	// From here on c.Close releases the endpoint and the address.
-	c := newConn(st, ep, wq, src.Addr())
+	// From here on c.Close releases the endpoint and the addresses.
+	c := newConn(st, ep, wq, release)
 	// SO_REUSEADDR semantics: two sessions may share a client ip:port as
 	// long as their 4-tuples differ (one capture replayed to two targets);
 	// an identical live 4-tuple still fails in Connect (EADDRNOTAVAIL).

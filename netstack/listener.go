@@ -108,7 +108,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		ep, wq, terr := l.ep.Accept(nil)
 		switch terr.(type) {
 		case nil:
-			c := newConn(l.st, ep, wq, netip.Addr{})
+			c := newConn(l.st, ep, wq, [2]netip.Addr{})
 			c.setAddrs()
 			return c, nil
 		case *tcpip.ErrWouldBlock:

@@ -1,0 +1,83 @@
+package netstack_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/netstack"
+)
+
+// The real loop: netstack on a TUN, kernel targets in a private namespace,
+// responses routed back into the TUN. For each link endpoint kind: an IPv4
+// target on a dummy interface, a loopback target (route_localnet), an IPv6
+// target, a refused port, and the server's view of the client addresses.
+func TestPrivilegedTUNLoop(t *testing.T) {
+	for _, kind := range netstack.LinkKinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			checkGoroutines(t)
+			env := newLoopEnv(t, 65535)
+			ep, err := netstack.NewLinkEndpoint(kind, env.tunFD, 65535)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := netstack.New(ep, netstack.Options{Logf: t.Logf, ConnectTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+
+			v4 := env.startServer(t, netip.AddrPortFrom(nsTargetV4, 0), echo)
+			lo := env.startServer(t, netip.MustParseAddrPort("127.0.0.1:0"), echo)
+			v6 := env.startServer(t, netip.AddrPortFrom(nsTargetV6, 0), echo)
+
+			msg := bytes.Repeat([]byte("tcopy-tun loop "), 1<<20/15) // about 1 MiB each way
+			for _, tc := range []struct {
+				name   string
+				client netip.Addr
+				server *kernelServer
+			}{
+				{"ipv4 dummy target", netip.MustParseAddr("198.18.3.4"), v4},
+				{"ipv4 loopback target", netip.MustParseAddr("198.18.3.5"), lo},
+				{"ipv6 target", netip.MustParseAddr("2001:2::3:6"), v6},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					if err := echoOnce(st, netip.AddrPortFrom(tc.client, 0), tc.server.addr, msg); err != nil {
+						t.Fatal(err)
+					}
+					// The target saw the mapped client address: the
+					// whole point of dialling through the TUN.
+					if n := tc.server.sawClient(tc.client); n != 1 {
+						t.Errorf("server %s accepted %d connections from %s, want 1", tc.server.addr, n, tc.client)
+					}
+				})
+			}
+
+			t.Run("refused", func(t *testing.T) {
+				// The kernel answers a SYN to a closed port with an RST.
+				closed := netip.AddrPortFrom(nsTargetV4, 9) // nothing listens on discard
+				_, err := st.DialTCP(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("198.18.3.7"), 0), closed)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("dial %s: %v, want ECONNREFUSED", closed, err)
+				}
+			})
+
+			t.Run("ipv6 loopback refused", func(t *testing.T) {
+				_, err := st.DialTCP(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("2001:2::3:8"), 0), netip.MustParseAddrPort("[::1]:80"))
+				if !errors.Is(err, netstack.ErrIPv6Loopback) {
+					t.Fatalf("dial ::1: %v, want ErrIPv6Loopback", err)
+				}
+			})
+
+			stats := st.Stats()
+			t.Logf("%s: %+v", kind, stats)
+			if stats.AssignedAddresses != 0 {
+				t.Errorf("%d addresses still assigned", stats.AssignedAddresses)
+			}
+		})
+	}
+}
