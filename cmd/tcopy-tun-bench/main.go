@@ -402,8 +402,9 @@ func median(runs []*runResult, via, metric string) *runResult {
 }
 
 func (r *runResult) line() string {
-	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB",
-		r.Succeeded, r.Expected, r.WallSeconds, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec, r.CPUPer1k, float64(r.MaxRSSBytes)/mib)
+	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB; CPU s: replayer %.2f, target %.2f",
+		r.Succeeded, r.Expected, r.WallSeconds, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec, r.CPUPer1k, float64(r.MaxRSSBytes)/mib,
+		r.UserSeconds+r.SysSeconds, r.TargetCPU)
 	if len(r.FailedBy) > 0 {
 		s += fmt.Sprintf(", failed %v", r.FailedBy)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -394,7 +395,7 @@ func startPerf(pid int, file string, logf func(string, ...any)) *perfRecording {
 		logf("no perf on PATH: no profile")
 		return nil
 	}
-	cmd := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-o", file, "-p", strconv.Itoa(pid))
+	cmd := exec.Command("perf", "record", "-q", "-F", "1999", "-g", "-o", file, "-p", strconv.Itoa(pid))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -405,7 +406,8 @@ func startPerf(pid int, file string, logf func(string, ...any)) *perfRecording {
 }
 
 // finish waits for perf to end (it does when the process it follows exits)
-// and returns the top of its report by symbol, self time.
+// and returns a summary of its report: self time by part of the program,
+// then the top symbols.
 func (p *perfRecording) finish() string {
 	done := make(chan error, 1)
 	go func() { done <- p.cmd.Wait() }()
@@ -417,20 +419,81 @@ func (p *perfRecording) finish() string {
 	}
 	defer os.Remove(p.file)
 	out, err := exec.Command("perf", "report", "-i", p.file, "--stdio", "--no-children", "-g", "none",
-		"--sort", "symbol", "--percent-limit", "0.7").Output()
+		"-F", "overhead,dso,sym", "--percent-limit", "0").Output()
 	if err != nil {
 		p.logf("perf report: %v", err)
 		return ""
 	}
-	var keep []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "#") {
+	return summarizePerf(string(out), 25)
+}
+
+// summarizePerf turns `perf report -F overhead,dso,sym` output into self
+// time per part (kernel, Go runtime, gVisor, each tcopy-tun package, the
+// rest of Go's library) and the top symbols.
+func summarizePerf(report string, top int) string {
+	type sym struct {
+		pct  float64
+		line string
+	}
+	parts := map[string]float64{}
+	var syms []sym
+	for _, l := range strings.Split(report, "\n") {
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		keep = append(keep, strings.TrimRight(l, " "))
-		if len(keep) == 30 {
-			break
+		f := strings.Fields(t)
+		if len(f) < 4 || !strings.HasSuffix(f[0], "%") {
+			continue
 		}
+		pct, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
+		if err != nil {
+			continue
+		}
+		name := strings.Join(f[3:], " ")
+		parts[perfPart(f[1], name)] += pct
+		syms = append(syms, sym{pct, fmt.Sprintf("%6.2f%%  %s", pct, name)})
 	}
-	return strings.Join(keep, "\n")
+	if len(syms) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	keys := make([]string, 0, len(parts))
+	for k := range parts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return parts[keys[i]] > parts[keys[j]] })
+	b.WriteString("  by part:")
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s %.1f%%;", k, parts[k])
+	}
+	b.WriteString("\n  top symbols:\n")
+	sort.SliceStable(syms, func(i, j int) bool { return syms[i].pct > syms[j].pct })
+	for i := 0; i < len(syms) && i < top; i++ {
+		b.WriteString("  " + syms[i].line + "\n")
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// perfPart names the part of the program a sampled symbol belongs to.
+func perfPart(dso, name string) string {
+	const mod = "github.com/tcopy-tun/tcopy-tun/"
+	switch {
+	case strings.Contains(dso, "kernel"):
+		return "kernel"
+	case strings.HasPrefix(name, mod):
+		pkg := strings.TrimPrefix(name, mod)
+		if i := strings.IndexAny(pkg, ".("); i >= 0 {
+			pkg = pkg[:i]
+		}
+		return "tcopy-tun/" + strings.TrimSuffix(pkg, "/")
+	case strings.HasPrefix(name, "gvisor.dev/"):
+		return "gVisor"
+	case strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "internal/runtime") ||
+		strings.HasPrefix(name, "aeshash") || strings.HasPrefix(name, "gcWriteBarrier") || strings.HasPrefix(name, "memeqbody"):
+		return "Go runtime"
+	case strings.Contains(dso, "vdso"):
+		return "vdso"
+	}
+	return "Go library/other"
 }

@@ -145,3 +145,35 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSummarizePerf reads perf report output as the bench asks for it.
+func TestSummarizePerf(t *testing.T) {
+	report := `# Samples: 4K of event 'cpu-clock:ppp'
+#
+# Overhead  Shared Object      Symbol
+# ........  .................  ......
+#
+    18.42%  [kernel.kallsyms]  [k] _copy_to_iter
+    14.36%  tcopy-tun          [.] runtime.mapaccess2
+     4.38%  tcopy-tun          [.] runtime.scanObject
+     3.53%  tcopy-tun          [.] github.com/tcopy-tun/tcopy-tun/replay/session.(*Builder).finish
+     3.23%  tcopy-tun          [.] aeshashbody
+     2.00%  tcopy-tun          [.] gvisor.dev/gvisor/pkg/tcpip/stack.(*PacketBuffer).Clone
+     1.00%  tcopy-tun          [.] github.com/tcopy-tun/tcopy-tun/netstack.packetIovecs
+     0.50%  [vdso]             [.] __vdso_clock_gettime
+     0.25%  tcopy-tun          [.] sync.(*Pool).Get
+`
+	got := summarizePerf(report, 3)
+	for _, want := range []string{"kernel 18.4%", "Go runtime 22.0%", "tcopy-tun/replay/session 3.5%", "gVisor 2.0%",
+		"tcopy-tun/netstack 1.0%", "vdso 0.5%", "Go library/other 0.2%", " 18.42%  _copy_to_iter", "4.38%  runtime.scanObject"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "aeshashbody") {
+		t.Errorf("more than the top 3 symbols:\n%s", got)
+	}
+	if summarizePerf("# nothing\n", 3) != "" {
+		t.Error("empty report summarized")
+	}
+}
