@@ -29,7 +29,7 @@ test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 # make bench: the harness (cmd/tcopy-tun-bench, root). BENCH selects workloads
-# (short, short-nocausal, keepalive, pipelined, bulk, million; comma-separated,
+# (short, short-nocausal, keepalive, pipelined, bulk, timing, million; comma-separated,
 # default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS passes more flags
 # (-runs 3, -profile, -args "--mtu 1500"; see bin/tcopy-tun-bench -h).
 BENCH       ?=

@@ -15,8 +15,10 @@
 //
 // Workloads: short (10,000 Connection: close sessions) with and without
 // causal order, keepalive (200 × 50), pipelined (200 × 50, 10 deep), bulk
-// (4 sessions × 256 MiB each way) and million (1,000,000 short sessions:
-// the memory bound). -workloads selects, -quick shrinks them all.
+// (4 sessions × 256 MiB each way), timing (a light keep-alive load at
+// --speed 1: chunk lateness against the schedule) and million (1,000,000
+// short sessions: the memory bound). -workloads selects, -quick shrinks them
+// all.
 //
 // What it must not do: send traffic outside its namespace, leave state
 // behind. The namespace is deleted and the captures removed on every exit

@@ -79,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var list, vias, extra string
 	exe, _ := os.Executable()
 	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
-	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, million")
+	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, timing, million")
 	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
 	fs.IntVar(&o.runs, "runs", 1, "replays per workload and path; the table shows the median")
@@ -138,16 +138,19 @@ func (h *harness) logf(format string, args ...any) {
 
 // benchReport is the JSON output.
 type benchReport struct {
-	Version     int               `json:"version"`
-	Start       time.Time         `json:"start"`
-	WallSeconds float64           `json:"wall_seconds"`
-	Quick       bool              `json:"quick"`
-	Interrupted bool              `json:"interrupted,omitempty"`
-	Machine     machineInfo       `json:"machine"`
-	LoadBefore  string            `json:"loadavg_before"`
-	LoadAfter   string            `json:"loadavg_after"`
-	TcopyTun    string            `json:"tcopy_tun"`
-	Commit      string            `json:"commit,omitempty"`
+	Version     int         `json:"version"`
+	Start       time.Time   `json:"start"`
+	WallSeconds float64     `json:"wall_seconds"`
+	Quick       bool        `json:"quick"`
+	Interrupted bool        `json:"interrupted,omitempty"`
+	Machine     machineInfo `json:"machine"`
+	LoadBefore  string      `json:"loadavg_before"`
+	LoadAfter   string      `json:"loadavg_after"`
+	TcopyTun    string      `json:"tcopy_tun"`
+	Commit      string      `json:"commit,omitempty"`
+	// Uncommitted lists the Go sources (not tests) that differ from the
+	// commit: the binaries measured were built from the working tree.
+	Uncommitted []string          `json:"uncommitted_sources,omitempty"`
 	ExtraArgs   []string          `json:"extra_args,omitempty"`
 	Target      string            `json:"target"`
 	Sysctls     map[string]string `json:"netns_sysctls"`
@@ -199,7 +202,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 		return exitFailure
 	}
 	rep := &benchReport{Version: 1, Start: time.Now(), Quick: o.quick, Machine: machine(),
-		LoadBefore: loadavg(), TcopyTun: o.tcopy, Commit: gitCommit(), ExtraArgs: o.extra,
+		LoadBefore: loadavg(), TcopyTun: o.tcopy, Commit: gitCommit(), Uncommitted: uncommittedSources(), ExtraArgs: o.extra,
 		Target: o.listen, Sysctls: map[string]string{}}
 	for _, kv := range nsSysctls {
 		rep.Sysctls[kv[0]] = kv[1]
@@ -405,6 +408,9 @@ func (r *runResult) line() string {
 	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB; CPU s: replayer %.2f, target %.2f",
 		r.Succeeded, r.Expected, r.WallSeconds, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec, r.CPUPer1k, float64(r.MaxRSSBytes)/mib,
 		r.UserSeconds+r.SysSeconds, r.TargetCPU)
+	if l := r.ChunkLateness; l.Count > 0 {
+		s += fmt.Sprintf("; chunk lateness p50 %.0fµs p99 %.0fµs max %.0fµs", l.P50us, l.P99us, l.Maxus)
+	}
 	if len(r.FailedBy) > 0 {
 		s += fmt.Sprintf(", failed %v", r.FailedBy)
 	}
@@ -473,6 +479,26 @@ func loadavg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// uncommittedSources lists modified or new non-test Go files of the
+// working tree (empty outside a git checkout).
+func uncommittedSources() []string {
+	out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=all", "--", "*.go").Output()
+	if err != nil {
+		return nil
+	}
+	var files []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if len(l) < 4 {
+			continue
+		}
+		f := strings.TrimSpace(l[3:])
+		if !strings.HasSuffix(f, "_test.go") {
+			files = append(files, f)
+		}
+	}
+	return files
 }
 
 func gitCommit() string {

@@ -170,7 +170,21 @@ type runResult struct {
 	CPUPer1k       float64 `json:"cpu_seconds_per_1000_sessions"`
 	DeliveredPct   float64 `json:"delivered_percent"`
 
+	// ChunkLateness: how late client chunks were written against their
+	// schedule (the timing fidelity at --speed 1); StartLateness the same
+	// for session starts.
+	ChunkLateness lateness `json:"chunk_lateness"`
+	StartLateness lateness `json:"start_lateness"`
+
 	Profile string `json:"profile,omitempty"` // perf report, top symbols
+}
+
+// lateness mirrors the report's latency summaries.
+type lateness struct {
+	Count int64   `json:"count"`
+	P50us float64 `json:"p50_us"`
+	P99us float64 `json:"p99_us"`
+	Maxus float64 `json:"max_us"`
 }
 
 func (r *runResult) metric(name string) float64 {
@@ -197,6 +211,8 @@ type reportHead struct {
 		Failed        map[string]int64 `json:"failed"`
 		BytesSent     int64            `json:"bytes_sent"`
 		BytesReceived int64            `json:"bytes_received"`
+		ChunkLateness lateness         `json:"chunk_lateness"`
+		StartLateness lateness         `json:"start_lateness"`
 	} `json:"summary"`
 	Totals struct {
 		Match map[string]int64 `json:"match"`
@@ -347,6 +363,7 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 	res.Failed, res.NotStarted = s.FailedTotal, s.NotStarted
 	res.BytesSent, res.BytesReceived = s.BytesSent, s.BytesReceived
 	res.FailedBy, res.Match = nonZero(s.Failed), nonZero(h.Totals.Match)
+	res.ChunkLateness, res.StartLateness = s.ChunkLateness, s.StartLateness
 	if w := res.WallSeconds; w > 0 {
 		res.SessionsPerSec = float64(res.Succeeded) / w
 		res.RequestsPerSec = float64(res.Requests) / w

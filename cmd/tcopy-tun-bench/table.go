@@ -16,6 +16,9 @@ func writeTable(w io.Writer, rep *benchReport) {
 		m.CPUs, m.CPUModel, m.Kernel, m.Go, rep.LoadBefore, rep.LoadAfter)
 	if rep.Commit != "" {
 		fmt.Fprintf(w, "; commit %s", rep.Commit)
+		if n := len(rep.Uncommitted); n > 0 {
+			fmt.Fprintf(w, " + %d uncommitted source files", n)
+		}
 	}
 	if rep.Quick {
 		fmt.Fprint(w, "; QUICK (small captures)")
@@ -45,6 +48,19 @@ func writeTable(w io.Writer, rep *benchReport) {
 	}
 	tw.Flush()
 
+	for _, wr := range rep.Workloads {
+		if !paced(wr.Args) {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: chunk lateness against the captured schedule (p50 / p99 / max)\n", wr.Name)
+		for _, r := range []*runResult{wr.Tun, wr.Socket} {
+			if r != nil {
+				l := r.ChunkLateness
+				fmt.Fprintf(w, "  %-6s %d chunks: %.0f µs / %.0f µs / %.0f µs\n", r.Via, l.Count, l.P50us, l.P99us, l.Maxus)
+			}
+		}
+	}
+
 	var goals []string
 	for _, wr := range rep.Workloads {
 		for _, g := range wr.Targets {
@@ -73,4 +89,14 @@ func writeTable(w io.Writer, rep *benchReport) {
 	if rep.Interrupted {
 		fmt.Fprintln(w, "interrupted: the table holds the replays that completed")
 	}
+}
+
+// paced reports whether a workload replays at a captured pace (--speed N).
+func paced(args []string) bool {
+	for i, a := range args {
+		if (a == "--speed" || a == "-speed") && i+1 < len(args) && args[i+1] != "max" {
+			return true
+		}
+	}
+	return false
 }

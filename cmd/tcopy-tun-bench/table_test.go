@@ -40,7 +40,7 @@ func TestSelectWorkloads(t *testing.T) {
 	if err != nil || len(ws) != 2 || ws[0].Name != "bulk" || ws[1].Name != "short" {
 		t.Errorf("selected %v, %v", ws, err)
 	}
-	if ws, _ := selectWorkloads(all, ""); len(ws) != 6 {
+	if ws, _ := selectWorkloads(all, ""); len(ws) != 7 {
 		t.Errorf("default selects %d workloads", len(ws))
 	}
 	if _, err := selectWorkloads(all, "shrot"); err == nil || !strings.Contains(err.Error(), "have short") {
@@ -175,5 +175,18 @@ func TestSummarizePerf(t *testing.T) {
 	}
 	if summarizePerf("# nothing\n", 3) != "" {
 		t.Error("empty report summarized")
+	}
+}
+
+func TestLatenessSection(t *testing.T) {
+	if !paced([]string{"--speed", "1"}) || paced([]string{"--speed", "max"}) || paced(nil) {
+		t.Error("paced")
+	}
+	tun := &runResult{Via: "tun", WallSeconds: 1, ChunkLateness: lateness{Count: 2000, P50us: 42, P99us: 610, Maxus: 2400}}
+	wr := &workloadResult{Name: "timing", Args: []string{"--speed", "1"}, Runs: []*runResult{tun}, Tun: tun}
+	var b strings.Builder
+	writeTable(&b, &benchReport{Workloads: []*workloadResult{wr}})
+	if !strings.Contains(b.String(), "tun    2000 chunks: 42 µs / 610 µs / 2400 µs") {
+		t.Errorf("no lateness line:\n%s", b.String())
 	}
 }

@@ -49,6 +49,12 @@ func workloads(quick bool) []*workload {
 	bulk := capSpec{Kind: "bulk", Sessions: n(4, 1), Requests: 1, Body: int64(n(256, 16)) * mib, Upload: int64(n(256, 16)) * mib,
 		Clients: n(4, 1), Spacing: time.Millisecond}
 
+	// timing is a light keep-alive load replayed at the captured pace: the
+	// replay waits for each request's time, so what is measured is how
+	// precisely it does.
+	timing := capSpec{Kind: "keepalive", Sessions: n(100, 20), Requests: 20, Body: 1024, Clients: n(100, 20),
+		Spacing: 10 * time.Millisecond, Think: time.Millisecond, ClientThink: 20 * time.Millisecond}
+
 	shortGoals := []goal{
 		{"≥ 12,000 sessions/s via tun", func(t, _ *runResult) (string, bool) {
 			return fmt.Sprintf("%.0f/s", t.SessionsPerSec), t.SessionsPerSec >= 12000
@@ -69,6 +75,15 @@ func workloads(quick bool) []*workload {
 			Capture: pipe, Metric: "requests_per_second", targets: []goal{ratioGoal("requests_per_second", 0.9)}},
 		{Name: "bulk", Description: fmt.Sprintf("%d sessions × %d MiB each way", bulk.Sessions, bulk.Body/mib),
 			Capture: bulk, Metric: "mb_per_second", targets: []goal{ratioGoal("mb_per_second", 0.8)}},
+		{Name: "timing", Description: fmt.Sprintf("%d keep-alive connections × %d requests at --speed 1: chunk lateness", timing.Sessions, timing.Requests),
+			Capture: timing, Args: []string{"--speed", "1"}, Metric: "requests_per_second", targets: []goal{
+				{"chunk lateness p50 < 100 µs via tun", func(t, _ *runResult) (string, bool) {
+					return fmt.Sprintf("%.0f µs", t.ChunkLateness.P50us), t.ChunkLateness.Count > 0 && t.ChunkLateness.P50us < 100
+				}},
+				{"chunk lateness p99 < 1 ms via tun", func(t, _ *runResult) (string, bool) {
+					return fmt.Sprintf("%.0f µs", t.ChunkLateness.P99us), t.ChunkLateness.Count > 0 && t.ChunkLateness.P99us < 1000
+				}},
+			}},
 		{Name: "million", Description: fmt.Sprintf("%d short sessions: memory", million.Sessions),
 			Capture: million, Metric: "sessions_per_second", targets: []goal{
 				{"peak RSS < 256 MiB via tun", func(t, _ *runResult) (string, bool) {
