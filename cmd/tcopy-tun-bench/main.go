@@ -67,6 +67,7 @@ type options struct {
 	profile    bool
 	tmpRoot    string
 	extra      []string
+	env        []string
 	runTimeout time.Duration
 	listen     string
 	keep       bool
@@ -76,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("tcopy-tun-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	var list, vias, extra string
+	var list, vias, extra, env string
 	exe, _ := os.Executable()
 	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
 	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, timing, million")
@@ -87,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
 	fs.StringVar(&extra, "args", "", "extra tcopy-tun flags for every replay, space-separated (e.g. \"--mtu 1500\")")
+	fs.StringVar(&env, "env", "", "extra environment for every replay, space-separated KEY=VALUE (e.g. \"GOGC=400\")")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "bound on one replay")
 	fs.StringVar(&o.listen, "target", "127.0.0.1:8080", "address the target listens on, inside the namespace")
 	fs.BoolVar(&o.keep, "keep", false, "keep the generated captures (their paths are printed)")
@@ -123,6 +125,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-runs %d: want 1 to 20", o.runs)
 	}
 	o.extra = strings.Fields(extra)
+	for _, kv := range strings.Fields(env) {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("-env %q: want KEY=VALUE", kv)
+		}
+		o.env = append(o.env, kv)
+	}
 	return o, nil
 }
 
@@ -152,6 +160,7 @@ type benchReport struct {
 	// commit: the binaries measured were built from the working tree.
 	Uncommitted []string          `json:"uncommitted_sources,omitempty"`
 	ExtraArgs   []string          `json:"extra_args,omitempty"`
+	ExtraEnv    []string          `json:"extra_env,omitempty"`
 	Target      string            `json:"target"`
 	Sysctls     map[string]string `json:"netns_sysctls"`
 	Workloads   []*workloadResult `json:"workloads"`
@@ -202,7 +211,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 		return exitFailure
 	}
 	rep := &benchReport{Version: 1, Start: time.Now(), Quick: o.quick, Machine: machine(),
-		LoadBefore: loadavg(), TcopyTun: o.tcopy, Commit: gitCommit(), Uncommitted: uncommittedSources(), ExtraArgs: o.extra,
+		LoadBefore: loadavg(), TcopyTun: o.tcopy, Commit: gitCommit(), Uncommitted: uncommittedSources(), ExtraArgs: o.extra, ExtraEnv: o.env,
 		Target: o.listen, Sysctls: map[string]string{}}
 	for _, kv := range nsSysctls {
 		rep.Sysctls[kv[0]] = kv[1]
@@ -278,7 +287,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 		wr := &workloadResult{Name: w.Name, Description: w.Description, Capture: w.Capture, Args: w.Args,
 			Metric: w.Metric, CaptureStats: g.st, GenerateSeconds: g.seconds}
 		rep.Workloads = append(rep.Workloads, wr)
-		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, timeout: o.runTimeout,
+		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: o.runTimeout,
 			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions)}
 		for r := 0; r < o.runs && ctx.Err() == nil; r++ {
 			vias := o.vias

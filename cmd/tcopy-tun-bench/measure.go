@@ -283,6 +283,7 @@ type replayOpts struct {
 	target   *target
 	tmp      string
 	extra    []string
+	env      []string // added to the environment
 	timeout  time.Duration
 	profile  bool
 	logf     func(string, ...any)
@@ -313,6 +314,9 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 	rctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	cmd := o.ns.command(rctx, o.tcopy, args...)
+	if len(o.env) > 0 {
+		cmd.Env = append(os.Environ(), o.env...)
+	}
 	stderr := &tailBuffer{max: 8 << 10}
 	cmd.Stdout, cmd.Stderr = io.Discard, stderr
 	start := time.Now()

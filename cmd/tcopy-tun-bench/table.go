@@ -26,6 +26,9 @@ func writeTable(w io.Writer, rep *benchReport) {
 	if len(rep.ExtraArgs) > 0 {
 		fmt.Fprintf(w, "; extra flags %s", strings.Join(rep.ExtraArgs, " "))
 	}
+	if len(rep.ExtraEnv) > 0 {
+		fmt.Fprintf(w, "; environment %s", strings.Join(rep.ExtraEnv, " "))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tvia\tsessions\tsessions/s\trequests/s\tMB/s\tCPU s/1k sess\tpeak RSS MiB\tdelivered\ttun/socket\t")
