@@ -83,7 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, timing, million")
 	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
-	fs.IntVar(&o.runs, "runs", 1, "replays per workload and path; the table shows the median")
+	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, timing and million)")
 	fs.StringVar(&vias, "via", "tun,socket", "paths to measure")
 	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
@@ -121,7 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if len(o.vias) == 0 {
 		return nil, fmt.Errorf("-via: no path to measure")
 	}
-	if o.runs < 1 || o.runs > 20 {
+	if o.runs < 0 || o.runs > 20 {
 		return nil, fmt.Errorf("-runs %d: want 1 to 20", o.runs)
 	}
 	o.extra = strings.Fields(extra)
@@ -289,7 +289,11 @@ func (h *harness) run(ctx context.Context) (code int) {
 		rep.Workloads = append(rep.Workloads, wr)
 		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: o.runTimeout,
 			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions)}
-		for r := 0; r < o.runs && ctx.Err() == nil; r++ {
+		runs := o.runs
+		if runs == 0 {
+			runs = max(w.Runs, 1)
+		}
+		for r := 0; r < runs && ctx.Err() == nil; r++ {
 			vias := o.vias
 			if r%2 == 1 { // alternate which path goes first
 				vias = reversed(vias)

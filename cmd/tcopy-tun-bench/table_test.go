@@ -142,7 +142,7 @@ func TestParseFlags(t *testing.T) {
 	if o, err := parseFlags([]string{"-env", "GOGC=400 GODEBUG=gctrace=1"}, io.Discard); err != nil || len(o.env) != 2 {
 		t.Errorf("-env: %v %v", o, err)
 	}
-	for _, bad := range [][]string{{"-env", "GOGC"}, {"-via", "udp"}, {"-runs", "0"}, {"-workloads", "x"}, {"extra"}} {
+	for _, bad := range [][]string{{"-env", "GOGC"}, {"-via", "udp"}, {"-runs", "-1"}, {"-workloads", "x"}, {"extra"}} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
