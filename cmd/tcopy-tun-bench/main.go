@@ -89,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
 	fs.StringVar(&extra, "args", "", "extra tcopy-tun flags for every replay, space-separated (e.g. \"--mtu 1500\")")
 	fs.StringVar(&env, "env", "", "extra environment for every replay, space-separated KEY=VALUE (e.g. \"GOGC=400\")")
-	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "bound on one replay")
+	fs.DurationVar(&o.runTimeout, "run-timeout", 0, "bound on one replay (default 2m plus 1ms per session of the capture)")
 	fs.StringVar(&o.listen, "target", "127.0.0.1:8080", "address the target listens on, inside the namespace")
 	fs.BoolVar(&o.keep, "keep", false, "keep the generated captures (their paths are printed)")
 	fs.Usage = func() {
@@ -287,7 +287,14 @@ func (h *harness) run(ctx context.Context) (code int) {
 		wr := &workloadResult{Name: w.Name, Description: w.Description, Capture: w.Capture, Args: w.Args,
 			Metric: w.Metric, CaptureStats: g.st, GenerateSeconds: g.seconds}
 		rep.Workloads = append(rep.Workloads, wr)
-		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: o.runTimeout,
+		timeout := o.runTimeout
+		if timeout <= 0 {
+			// Far beyond any healthy replay (the million sessions take
+			// 2–3 minutes here), short enough that a hung one (a process
+			// that never exits) does not stall the bench for long.
+			timeout = 2*time.Minute + time.Duration(w.Capture.Sessions)*time.Millisecond
+		}
+		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: timeout, dumpDir: dumpDir(o.jsonOut),
 			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions)}
 		runs := o.runs
 		if runs == 0 {
@@ -391,6 +398,15 @@ func runGen(args []string, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: %s: %d sessions, %d requests, %d frames, %d bytes\n", *out, ws[0].Description, ws[0].Capture.Sessions, st.Requests, st.Frames, st.FileBytes)
 	return exitOK
+}
+
+// dumpDir is where diagnostics go: beside the JSON, or the working
+// directory.
+func dumpDir(jsonOut string) string {
+	if jsonOut == "" {
+		return "."
+	}
+	return filepath.Dir(jsonOut)
 }
 
 func reversed(s []string) []string {

@@ -53,7 +53,7 @@ func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, 
 		outR.Close()
 		return nil, fmt.Errorf("start target: %w", err)
 	}
-	t := &target{cmd: cmd, stdin: inW, stdout: outR, out: bufio.NewReader(outR), addr: listen, done: make(chan struct{})}
+	t := &target{cmd: cmd, stdin: inW, stdout: outR, out: bufio.NewReader(outR), done: make(chan struct{})}
 	go func() {
 		cmd.Wait()
 		close(t.done)
@@ -65,10 +65,12 @@ func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, 
 	}()
 	select {
 	case l := <-first:
-		if !strings.HasPrefix(l, "listening ") {
+		addr, ok := strings.CutPrefix(strings.TrimSpace(l), "listening ")
+		if !ok {
 			t.stop()
 			return nil, fmt.Errorf("start target on %s: it said %q", listen, strings.TrimSpace(l))
 		}
+		t.addr = addr // the port, when listen asked for any
 	case <-time.After(10 * time.Second):
 		t.stop()
 		return nil, fmt.Errorf("start target on %s: not listening after 10s", listen)
@@ -278,17 +280,22 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 
 // replayOpts are what one replay needs besides the workload.
 type replayOpts struct {
-	ns       *netns
-	tcopy    string
-	target   *target
-	tmp      string
-	extra    []string
-	env      []string // added to the environment
-	timeout  time.Duration
-	profile  bool
-	logf     func(string, ...any)
-	capture  string
-	expected int64
+	ns      *netns
+	tcopy   string
+	target  *target
+	tmp     string
+	extra   []string
+	env     []string // added to the environment
+	timeout time.Duration
+	dumpDir string // where a hung replay's goroutine dump goes
+	// quitAfter is how long after the timeout's SIGINT a replay still
+	// running gets SIGQUIT (default 10 s; the command's WaitDelay, 15 s,
+	// then kills it).
+	quitAfter time.Duration
+	profile   bool
+	logf      func(string, ...any)
+	capture   string
+	expected  int64
 }
 
 // errRun marks a replay that could not be measured (not a replay with
@@ -317,18 +324,55 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 	if len(o.env) > 0 {
 		cmd.Env = append(os.Environ(), o.env...)
 	}
-	stderr := &tailBuffer{max: 8 << 10}
+	// Large enough for a goroutine dump of a hung replay.
+	stderr := &tailBuffer{max: 4 << 20}
 	cmd.Stdout, cmd.Stderr = io.Discard, stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.tcopy, err)
 	}
+	// A replay that outlives its timeout was sent SIGINT by the command's
+	// Cancel; if it is still there 10 s later, SIGQUIT makes the Go runtime
+	// print every goroutine before it exits (SIGKILL follows at 15 s): the
+	// dump says where it hung.
+	exited := make(chan struct{})
+	dumped := make(chan bool, 1)
+	go func() {
+		select {
+		case <-exited:
+			dumped <- false
+			return
+		case <-rctx.Done():
+		}
+		if ctx.Err() != nil { // the user's interrupt, not a hang
+			dumped <- false
+			return
+		}
+		grace := o.quitAfter
+		if grace <= 0 {
+			grace = 10 * time.Second
+		}
+		select {
+		case <-exited:
+			dumped <- false
+		case <-time.After(grace):
+			dumped <- cmd.Process.Signal(syscall.SIGQUIT) == nil
+		}
+	}()
 	var prof *perfRecording
 	if o.profile {
 		prof = startPerf(cmd.Process.Pid, filepath.Join(o.tmp, fmt.Sprintf("perf-%s-%s.data", wl.Name, via)), o.logf)
 	}
 	waitErr := cmd.Wait()
+	close(exited)
 	res.ProcessSeconds = time.Since(start).Seconds()
+	if <-dumped && o.dumpDir != "" {
+		f := filepath.Join(o.dumpDir, fmt.Sprintf("bench-hang-%s-%s.txt", wl.Name, via))
+		os.MkdirAll(o.dumpDir, 0o755)
+		if err := os.WriteFile(f, stderr.b, 0o644); err == nil {
+			o.logf("%s via %s did not exit: its goroutines are in %s", wl.Name, via, f)
+		}
+	}
 	if prof != nil {
 		res.Profile = prof.finish()
 	}
@@ -352,7 +396,7 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 	if waitErr != nil && !(errors.As(waitErr, &ee) && ee.ExitCode() == 1) {
 		res.Error = fmt.Sprintf("%v: %s", waitErr, lastLines(stderr.b, 5))
 		if rctx.Err() != nil && ctx.Err() == nil {
-			res.Error = fmt.Sprintf("timed out after %v: %s", o.timeout, lastLines(stderr.b, 5))
+			res.Error = fmt.Sprintf("no exit within %v (interrupted, then killed): %s", o.timeout, lastLines(stderr.b, 5))
 		}
 		return res, fmt.Errorf("%w: %s via %s: %s", errRun, wl.Name, via, res.Error)
 	}

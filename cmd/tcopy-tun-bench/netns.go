@@ -62,8 +62,15 @@ func createNetns(ctx context.Context, self string) (*netns, error) {
 // command runs name inside the namespace. `ip netns exec` enters the
 // namespace and execs name in the same process, so the pid and the rusage
 // Wait reports are name's own.
+//
+// A nil namespace runs name directly, in the caller's namespace (tests).
 func (n *netns) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+	var cmd *exec.Cmd
+	if n == nil {
+		cmd = exec.CommandContext(ctx, name, args...)
+	} else {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+	}
 	// Ask nicely first (tcopy-tun writes its report and removes its TUN on
 	// SIGINT), then kill.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
