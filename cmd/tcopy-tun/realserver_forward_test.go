@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -28,8 +30,38 @@ func TestPrivilegedRealForward(t *testing.T) {
 	})
 	t.Run("httpd", func(t *testing.T) {
 		runRealScenario(t, bin, realScenario{server: httpdServer{}, shape: shapeEthernet(), forward: true,
-			drive: httpdClient(realServerIP)})
+			drive: httpdClient(realServerIP), after: forwardMisconfigured})
 	})
+}
+
+// forwardMisconfigured checks what a user sees when half of the setup is
+// missing (README, "target on another host"): without --forward tcopy-tun
+// refuses the remote target before sending anything and names the remedy;
+// without host B's route back, B's answers never reach A, every connection
+// attempt times out, the run fails, and the server received no request.
+func forwardMisconfigured(t *testing.T, e *realEnv, capture string) {
+	t.Helper()
+	target := fmt.Sprintf("%s:%d", realServerIP, httpdPort)
+	out, err := e.cli.Output(e.bin, "--pcap", capture, "--target", target, "-q")
+	if err == nil || !strings.Contains(out, "not an address of this host") || !strings.Contains(out, "forwarding mode") ||
+		!strings.Contains(out, "sending "+realClientNet+" back to this one") {
+		t.Errorf("remote target without --forward: %v, want a refusal naming --forward and the route back:\n%s", err, out)
+	}
+
+	e.srv.Run(t, "ip", "route", "del", realClientNet)
+	inst := httpdServer{}.start(t, e, "no-route")
+	run := e.replayExit(t, e.cli, capture, netip.MustParseAddrPort(target), "max", exitFailure,
+		"--forward", "--dial-timeout", "300ms")
+	s := run.report.Summary
+	if s.Replayed == 0 || s.Succeeded != 0 || run.report.Totals.Outcomes["timeout"] != s.Replayed {
+		t.Errorf("without the route back: %d replayed, %d succeeded, outcomes %v; want every session timed out",
+			s.Replayed, s.Succeeded, nonZero(run.report.Totals.Outcomes))
+	}
+	if got := inst.state(t); strings.Contains(strings.Join(got, "\n"), "req ") {
+		t.Errorf("without the route back the server still got requests:\n%s", strings.Join(got, "\n"))
+	}
+	t.Logf("without --forward: %s", strings.TrimSpace(out))
+	t.Logf("without the route back: %d sessions, outcomes %v", s.Replayed, nonZero(run.report.Totals.Outcomes))
 }
 
 // forwardSysctls reads the forwarding-related switches of host A (the

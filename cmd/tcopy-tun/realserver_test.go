@@ -700,6 +700,12 @@ type replayRun struct {
 // (exit 0 means every session succeeded).
 func (e *realEnv) replay(t *testing.T, ns *tuntest.Netns, file string, target netip.AddrPort, speed string, extra ...string) replayRun {
 	t.Helper()
+	return e.replayExit(t, ns, file, target, speed, 0, extra...)
+}
+
+// replayExit is replay for a run that must exit with code want.
+func (e *realEnv) replayExit(t *testing.T, ns *tuntest.Netns, file string, target netip.AddrPort, speed string, want int, extra ...string) replayRun {
+	t.Helper()
 	rep := filepath.Join(e.dir, fmt.Sprintf("report-%s-%d.json", speed, time.Now().UnixNano()))
 	args := append([]string{e.bin, "--pcap", file, "--target", target.String(), "--speed", speed,
 		"--report", rep, "--progress", "never"}, extra...)
@@ -708,8 +714,15 @@ func (e *realEnv) replay(t *testing.T, ns *tuntest.Netns, file string, target ne
 	err := p.wait(t, realReplayTimeout)
 	wall := time.Since(began)
 	out := p.out.String()
-	if err != nil {
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
 		t.Fatalf("tcopy-tun %s: %v\n%s", strings.Join(args[1:], " "), err, out)
+	}
+	if code != want {
+		t.Fatalf("tcopy-tun %s: exit status %d, want %d\n%s", strings.Join(args[1:], " "), code, want, out)
 	}
 	b, err := os.ReadFile(rep)
 	if err != nil {
@@ -725,12 +738,13 @@ func (e *realEnv) replay(t *testing.T, ns *tuntest.Netns, file string, target ne
 // checkReport asserts what the issue asks of the report: every captured
 // session was replayed and delivered (outcome ok), it ended as captured, and
 // its match class is the one the server's answers call for.
-func checkReport(t *testing.T, srv realServer, r *realReport, ss []*session.Session, speed string) {
+func checkReport(t *testing.T, srv realServer, r *realReport, ss []*session.Session, target netip.AddrPort, speed string) {
 	t.Helper()
+	clientNet := netip.MustParsePrefix(realClientNet)
 	n := len(ss)
 	s := r.Summary
-	if r.Version != 1 {
-		t.Errorf("report version %d, want 1", r.Version)
+	if r.Version != 1 || s.Speed != speed {
+		t.Errorf("report version %d, speed %q; want 1 and %q", r.Version, s.Speed, speed)
 	}
 	if s.Read != n || s.Planned != n || s.Replayed != n || s.Succeeded != n || s.Failed != 0 || s.NotStarted != 0 {
 		t.Errorf("summary: read %d, planned %d, replayed %d, succeeded %d, failed %d, not started %d; want %d sessions all delivered",
@@ -752,11 +766,15 @@ func checkReport(t *testing.T, srv realServer, r *realReport, ss []*session.Sess
 		if row.CapturedClient != cs.Client.String() {
 			errs = append(errs, fmt.Sprintf("captured client %s, the capture's session %d is %s", row.CapturedClient, row.ID, cs.Client))
 		}
+		if mc, err := netip.ParseAddrPort(row.MappedClient); err != nil || !clientNet.Contains(mc.Addr()) || row.Target != target.String() {
+			errs = append(errs, fmt.Sprintf("replayed %s → %s, want a client in %s and target %s", row.MappedClient, row.Target, clientNet, target))
+		}
 		if row.Outcome != "ok" {
 			errs = append(errs, fmt.Sprintf("outcome %s (%s)", row.Outcome, row.Error))
 		}
-		if row.ChunksSent != len(cs.Chunks) || row.BytesSent != cs.ClientBytes {
-			errs = append(errs, fmt.Sprintf("sent %d chunks, %d bytes; captured %d, %d", row.ChunksSent, row.BytesSent, len(cs.Chunks), cs.ClientBytes))
+		if row.Chunks != len(cs.Chunks) || row.ChunksSent != len(cs.Chunks) || row.BytesSent != cs.ClientBytes || row.CapturedClientBytes != cs.ClientBytes {
+			errs = append(errs, fmt.Sprintf("sent %d of %d chunks, %d of %d bytes; the capture has %d chunks, %d bytes",
+				row.ChunksSent, row.Chunks, row.BytesSent, row.CapturedClientBytes, len(cs.Chunks), cs.ClientBytes))
 		}
 		if row.EndCaptured != cs.End.String() {
 			errs = append(errs, fmt.Sprintf("end_captured %s, the capture says %s", row.EndCaptured, cs.End))
@@ -812,6 +830,8 @@ type realScenario struct {
 	// forward: tcopy-tun runs in the client namespace with --forward, the
 	// target across the veth ("target on another host").
 	forward bool
+	// after, when set, runs once the replays are done, with the capture.
+	after func(t *testing.T, e *realEnv, capture string)
 }
 
 // realSpeeds are the replay speeds of every scenario.
@@ -837,8 +857,8 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 	cp := startCapture(t, e, sc.shape, port)
 	captureStart := time.Now()
 	sc.drive(t, e)
-	packets := cp.stop(t)
 	captureTime := time.Since(captureStart)
+	packets := cp.stop(t)
 	want := inst.state(t)
 	sc.shape.check(t, cp.file)
 	ss := capturedSessions(t, cp.file, port)
@@ -880,7 +900,7 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 			if diff := diffLines(want, got); diff != "" {
 				t.Errorf("%s state after the replay at speed %s differs from the captured run (- captured run, + replay):\n%s", sc.server.name(), speed, diff)
 			}
-			checkReport(t, sc.server, run.report, ss, speed)
+			checkReport(t, sc.server, run.report, ss, target, speed)
 			wall := time.Duration(run.report.Summary.Wall * float64(time.Second))
 			switch {
 			case speed == "1" && wall < lastStart*95/100:
@@ -897,6 +917,9 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 				speed, run.report.Summary.Replayed, wall.Round(time.Millisecond), run.wall.Round(time.Millisecond),
 				run.report.Summary.BytesSent, run.report.Summary.BytesRecv, nonZero(run.report.Totals.Match), nonZero(run.report.Summary.Deviations))
 		})
+	}
+	if sc.after != nil {
+		sc.after(t, e, cp.file)
 	}
 }
 
