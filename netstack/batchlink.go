@@ -29,10 +29,15 @@ const readBufSize = 1 << 16
 
 // batchEndpoint is a link endpoint on a packet fd (see LinkBatch).
 //
-// Goroutines: Attach(d) starts a reader and a writer; Attach(nil) (the stack
-// removing the NIC) stops both and waits for them; Close then closes the fd.
-// Both goroutines park in Go's runtime poller, so they cost no thread while
-// idle, and stopping them is a deadline on the file, not an extra fd.
+// Goroutines: Attach(d) starts a reader and a writer. Attach(nil) (the stack
+// removing the NIC) tells both to stop but does not wait: gVisor calls it
+// with the stack's lock held, and the reader may be in the middle of
+// delivering a packet whose processing needs that lock (an RST for an
+// unknown connection looks up a route). Close, which gVisor calls after
+// releasing the lock, waits for them and closes the fd. Detaching is final:
+// the endpoint does not attach again. Both goroutines park in Go's runtime
+// poller, so they cost no thread while idle, and stopping them is a
+// deadline on the file, not an extra fd.
 type batchEndpoint struct {
 	f  *os.File // owns the fd duplicate; registered with the runtime poller
 	rc syscall.RawConn
@@ -41,12 +46,13 @@ type batchEndpoint struct {
 
 	// mu serialises Attach and Close.
 	mu         sync.Mutex
-	dispatcher stack.NetworkDispatcher // guarded by mu; nil when detached
-	stopping   atomic.Bool             // set while the goroutines are being stopped
+	dispatcher stack.NetworkDispatcher // guarded by mu; nil when not attached
+	stopped    bool                    // guarded by mu; detached or closed: final
+	closed     bool                    // guarded by mu
 	stopWriter chan struct{}           // guarded by mu; closed to stop the writer
+	onClose    func()                  // guarded by mu
+	stopping   atomic.Bool             // read by the goroutines
 	wg         sync.WaitGroup
-	closed     bool // guarded by mu
-	onClose    func()
 
 	// The writer's queue: WritePackets appends under qmu, the writer swaps
 	// it with its own (empty) slice, so neither side allocates in the
@@ -101,37 +107,36 @@ func newBatchEndpoint(fd int, mtu uint32) (*batchEndpoint, error) {
 func (e *batchEndpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return
-	}
 	if d == nil {
-		e.detachLocked()
+		e.stopLocked()
 		return
 	}
-	if e.dispatcher != nil {
+	if e.stopped || e.dispatcher != nil {
 		return
 	}
 	e.dispatcher = d
-	e.stopping.Store(false)
-	// Clear a stop deadline from an earlier detach.
-	e.f.SetReadDeadline(time.Time{})
 	e.stopWriter = make(chan struct{})
 	e.wg.Add(2)
 	go e.readLoop(d)
 	go e.writeLoop(e.stopWriter)
 }
 
-// detachLocked stops the reader and the writer and waits for them.
-func (e *batchEndpoint) detachLocked() {
-	if e.dispatcher == nil {
+// stopLocked tells the goroutines to stop, without waiting (see the type's
+// comment). It is final.
+func (e *batchEndpoint) stopLocked() {
+	if e.stopped {
 		return
 	}
+	e.stopped = true
 	e.stopping.Store(true)
-	// A deadline in the past wakes a reader parked in the poller.
+	if e.dispatcher == nil {
+		return // never attached
+	}
+	e.dispatcher = nil
+	// A deadline in the past wakes a reader parked in the poller; a reader
+	// busy draining sees stopping.
 	e.f.SetReadDeadline(time.Unix(1, 0))
 	close(e.stopWriter)
-	e.wg.Wait()
-	e.dispatcher = nil
 }
 
 // IsAttached implements stack.LinkEndpoint.
@@ -353,8 +358,19 @@ func (*batchEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityRXChecksumOffload
 }
 
-// Wait implements stack.LinkEndpoint.
-func (e *batchEndpoint) Wait() { e.wg.Wait() }
+// Wait implements stack.LinkEndpoint. The waiting happens in Close, which
+// gVisor calls outside its locks; gVisor's Stack.Wait calls Wait while
+// holding the stack's lock, where waiting for a reader that is delivering a
+// packet could deadlock (see the type's comment). So Wait only waits after
+// Close, when the goroutines are already gone.
+func (e *batchEndpoint) Wait() {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		e.wg.Wait()
+	}
+}
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (*batchEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
@@ -373,19 +389,21 @@ func (e *batchEndpoint) SetOnCloseAction(f func()) {
 }
 
 // Close implements stack.LinkEndpoint: it stops the goroutines if still
-// running and closes the fd duplicate. Idempotent.
+// running, waits for them, and closes the fd duplicate. Idempotent.
 func (e *batchEndpoint) Close() {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return
 	}
-	e.detachLocked()
 	e.closed = true
+	e.stopLocked()
 	onClose := e.onClose
 	e.mu.Unlock()
-	// WritePackets racing with the detach may have queued packets after
-	// the writer's last drain: release them.
+
+	e.wg.Wait()
+	// WritePackets racing with the stop may have queued packets after the
+	// writer's last drain: release them.
 	e.qmu.Lock()
 	for i, pkt := range e.queue {
 		pkt.DecRef()

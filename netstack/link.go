@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -105,6 +106,12 @@ func newFdbasedEndpoint(fd int, mtu uint32) (stack.LinkEndpoint, error) {
 		TXChecksumOffload: false,
 		// The only mode that works on a non-socket fd.
 		PacketDispatchMode: fdbased.Readv,
+		// With a single processor fdbased delivers packets inline in its
+		// reader, which Attach(nil) waits for while the stack's lock is
+		// held; delivering can need that lock (an RST for an unknown
+		// connection looks up a route): a deadlock on a 1-CPU machine.
+		// Two or more processors deliver on their own goroutines.
+		ProcessorsPerChannel: max(2, runtime.GOMAXPROCS(0)),
 	})
 	if err != nil {
 		unix.Close(fd)

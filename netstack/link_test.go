@@ -255,3 +255,61 @@ func TestConnAddrsDoNotAllocate(t *testing.T) {
 		t.Errorf("addresses %s -> %s", la, ra)
 	}
 }
+
+// Regression: closing a stack while its link endpoint is delivering packets
+// that need the stack's lock (SYNs to a closed port are answered with an RST,
+// which looks up a route) must not deadlock. gVisor removes the NIC with
+// that lock held and detaches the endpoint under it.
+func TestCloseWhileDelivering(t *testing.T) {
+	syn := synPacket(netip.MustParseAddrPort("198.18.7.7:1234"), targetV4)
+	for _, kind := range netstack.LinkKinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			checkGoroutines(t)
+			for range 30 {
+				sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				unix.SetNonblock(sp[1], true) // the flood must never block
+				ep, err := netstack.NewLinkEndpoint(kind, sp[0], 65535)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := netstack.New(ep, netstack.Options{Logf: t.Logf})
+				if err != nil {
+					t.Fatal(err)
+				}
+				stop := make(chan struct{})
+				flooded := make(chan struct{})
+				go func() {
+					defer close(flooded)
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						unix.Write(sp[1], syn) // EAGAIN when full: fine
+						// Drain the RSTs so the stack's writes keep going.
+						unix.Recvfrom(sp[1], make([]byte, 128), unix.MSG_DONTWAIT)
+					}
+				}()
+				time.Sleep(time.Millisecond)
+				done := make(chan struct{})
+				go func() {
+					st.Close()
+					close(done)
+				}()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("Stack.Close deadlocked while packets were being delivered")
+				}
+				close(stop)
+				<-flooded
+				unix.Close(sp[0])
+				unix.Close(sp[1])
+			}
+		})
+	}
+}

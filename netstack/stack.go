@@ -163,14 +163,14 @@ func New(ep stack.LinkEndpoint, opts Options) (*Stack, error) {
 
 	st := &Stack{s: s, ep: ep, logf: logf, connectTimeout: opts.ConnectTimeout, addrs: make(map[netip.Addr]int)}
 	if err := st.configure(opts); err != nil {
-		// Destroy removes the NIC if it was created (closing ep); close ep
-		// ourselves otherwise. LinkEndpoint.Close is idempotent for every
-		// endpoint this package builds.
-		created := s.HasNIC(nicID)
-		s.Destroy()
-		if !created {
+		// RemoveNIC (if the NIC was created) stops and closes ep outside
+		// the stack's lock, as Close does; otherwise close ep ourselves.
+		if s.HasNIC(nicID) {
+			s.RemoveNIC(nicID)
+		} else {
 			ep.Close()
 		}
+		s.Destroy()
 		return nil, err
 	}
 	return st, nil
@@ -186,6 +186,15 @@ func (st *Stack) configure(opts Options) error {
 		// target offers it; with it a drop on the way into the TUN costs
 		// one retransmission instead of a go-back-N.
 		{"sack", ptr(tcpip.TCPSACKEnabled(true))},
+		// RACK off (gVisor enables it by default). Its tail-loss probe
+		// fires after 2*SRTT with no floor; on an in-process or
+		// host-local path SRTT is tens of microseconds, so every ACK
+		// delayed by goroutine scheduling triggered a spurious
+		// retransmission (measured: one per 6 sessions over the TUN,
+		// each answered by an RST from a peer that had already closed).
+		// Tailscale's netstack turns it off for the same reason. Loss
+		// recovery falls back to SACK-based fast retransmit and RTO.
+		{"recovery", ptr(tcpip.TCPRecovery(0))},
 		// Receive-buffer moderation (auto-tuning): start from the default
 		// and grow towards Max while the application keeps up, so bulk
 		// responses are not window limited while thousands of short
