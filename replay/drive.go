@@ -47,6 +47,8 @@ type sessRun struct {
 	res   Result
 
 	rx         rxState
+	short      int64       // captured server bytes the target did not send (quiet turns)
+	sentAt     int64       // target bytes received when the last chunk was written
 	closedByUs atomic.Bool // set before Close/Abort: later read errors are ours
 	readerDone chan struct{}
 }
@@ -253,7 +255,7 @@ func (sr *sessRun) play() error {
 	turnStart := sr.clock.Now()
 	for i := range sr.s.Chunks {
 		c := &sr.s.Chunks[i]
-		need := max(c.ServerBytesBefore, prev)
+		need := max(c.ServerBytesBefore-sr.short, prev)
 		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev)
 		if err == errTargetClosed {
 			sr.targetClosedEnd()
@@ -263,6 +265,9 @@ func (sr *sessRun) play() error {
 			return err
 		}
 		st.chunkLate.record(sr.clock.Now().Sub(ready))
+		sr.rx.mu.Lock()
+		sr.sentAt = sr.rx.n
+		sr.rx.mu.Unlock()
 		n, err := sr.conn.Write(c.Data)
 		sr.res.BytesSent += int64(n)
 		if err != nil {
@@ -294,10 +299,14 @@ func (sr *sessRun) writeError(i int, err error) error {
 func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Time, error) {
 	cfg, rx := sr.cfg, &sr.rx
 	rx.mu.Lock()
-	rx.need, rx.prev = need, prev
+	// A target whose earlier answers were shorter than captured is behind
+	// prev: what answers this turn is any byte beyond what it had sent when
+	// the last chunk went out (not beyond what it has sent now: the answer
+	// may already be here).
+	rx.need, rx.prev = need, min(prev, sr.sentAt)
 	rx.met = rx.n >= need
 	rx.metAt = turnStart
-	rx.answered = rx.n > prev
+	rx.answered = rx.n > rx.prev
 	rx.mu.Unlock()
 
 	timeReady := turnStart
@@ -331,6 +340,11 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		if !now.Before(deadline) {
 			if quiet {
 				sr.res.Deviations.QuietTurns++
+				rx.mu.Lock()
+				if rx.n < need {
+					sr.short += need - rx.n
+				}
+				rx.mu.Unlock()
 			} else {
 				sr.res.Deviations.TurnTimeouts++
 			}
@@ -392,7 +406,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	// A client that closed first waits only for what it had received when
 	// it closed; what the server sent after the client's FIN is drained
 	// after ours.
-	need := max(s.ServerBytes-s.ServerBytesAfterClose, prev)
+	need := max(s.ServerBytes-s.ServerBytesAfterClose-sr.short, prev)
 	_, err := sr.waitTurn(sr.start.Add(cfg.scale(s.Duration)), turnStart, need, prev)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()
