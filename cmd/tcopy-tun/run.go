@@ -104,6 +104,12 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 	}
 	if s := res.summary; s.Replayed > 0 && s.Succeeded == 0 && s.Failed.Refused == s.Replayed {
 		logf(e, "every connection was refused: is the target listening on %s?", targetsString(f))
+	} else if s.Replayed > 0 && s.Succeeded == 0 && s.Failed.Timeout == s.Replayed && f.via == "tun" {
+		if f.forward {
+			logf(e, "no connection got an answer: does the target's host route the client range back to this host, and accept connections from it?")
+		} else {
+			logf(e, "no connection got an answer from %s: is a firewall dropping the client range, or is policy routing (ip rule) sending replies elsewhere?", targetsString(f))
+		}
 	}
 	if onDone != nil {
 		onDone(res)
@@ -397,7 +403,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 	}
 	dev, err := tun.Open(tcfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, setupError{err}
 	}
 	ep, err := netstack.NewLinkEndpoint(f.link, dev.Fd(), uint32(dev.MTU()))
 	if err != nil {
@@ -428,13 +434,21 @@ func clientPrefixes(f *replayFlags) []netip.Prefix {
 type inputError struct{ error }
 type usageError struct{ error }
 
+// setupError: the host setup (TUN, routes, sysctls) was refused or failed.
+type setupError struct{ error }
+
+func (e setupError) Unwrap() error { return e.error }
+
 func (e inputError) Unwrap() error { return e.error }
 func (e usageError) Unwrap() error { return e.error }
 
 func exitCodeFor(err error) int {
 	var ie inputError
 	var ue usageError
+	var se setupError
 	switch {
+	case errors.As(err, &se):
+		return exitPriv
 	case errors.As(err, &ie):
 		return exitInput
 	case errors.As(err, &ue):
@@ -449,8 +463,11 @@ func exitCodeFor(err error) int {
 func fail(e env, err error) {
 	fmt.Fprintf(e.stderr, "tcopy-tun: %v\n", err)
 	var pe *tun.PermissionError
-	if errors.As(err, &pe) {
+	switch {
+	case errors.As(err, &pe):
 		fmt.Fprintf(e.stderr, "hint: %s\n", pe.Hint())
+	case strings.Contains(err.Error(), "needs forwarding mode"):
+		fmt.Fprintln(e.stderr, "hint: add --forward, and on the target's host route the client range back to this host (README: \"Target on another host\")")
 	}
 }
 
