@@ -217,6 +217,7 @@ func BenchmarkPrivilegedTUN(b *testing.B) {
 
 	for _, p := range paths {
 		b.Run("sessions/"+p.name, func(b *testing.B) {
+			b.ReportAllocs()
 			withPath(b, p.kind, echoSrv.addr, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
 				runSessions(b, start, dial)
 			})

@@ -51,7 +51,11 @@
 //
 // # Choosing the link endpoint
 //
-// DefaultLink is decided by BenchmarkPrivilegedTUN (bench_test.go), which
-// runs the same workloads through both endpoints and kernel sockets in one
-// network namespace; see the numbers recorded with DefaultLink.
+// DefaultLink (LinkBatch) is decided by BenchmarkPrivilegedTUN
+// (bench_test.go), which runs the same workloads through kernel sockets and
+// both endpoints in one private network namespace; the numbers are recorded
+// with DefaultLink. On this 2-core machine the netstack path reaches about
+// 0.7-0.8 of the kernel's own short-session rate and 0.5-0.6 of its bulk
+// rate; BenchmarkNstestDial (both ends gVisor, no system calls) does about
+// 12 k sessions/s.
 package netstack
