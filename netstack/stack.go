@@ -346,14 +346,3 @@ func tcpAddr(addr netip.Addr) tcpip.Address {
 	}
 	return tcpip.AddrFrom16(addr.As16())
 }
-
-// netipAddr converts a tcpip.Address to a netip.Addr.
-func netipAddr(addr tcpip.Address) netip.Addr {
-	switch addr.BitLen() {
-	case 32:
-		return netip.AddrFrom4(addr.As4())
-	case 128:
-		return netip.AddrFrom16(addr.As16())
-	}
-	return netip.Addr{}
-}

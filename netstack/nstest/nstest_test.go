@@ -61,9 +61,19 @@ func TestHooksSniffAndDelay(t *testing.T) {
 	}
 	c.Close()
 
+	// The handshake's last ACK may still be on its way through the hook
+	// when DialTCP returns: wait for it, bounded.
+	want := []string{"client->server SYN", "server->client SYN|ACK", "client->server ACK"}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := []string{"client->server SYN", "server->client SYN|ACK", "client->server ACK"}
 	if len(seen) < len(want) {
 		t.Fatalf("saw %v", seen)
 	}

@@ -66,7 +66,9 @@ func ParseTCP(pkt []byte) (seg Segment, ok bool) {
 		payload = ip.Payload()
 	case header.IPv6Version:
 		ip := header.IPv6(pkt)
-		if !ip.IsValid(len(pkt)) || ip.TransportProtocol() != header.TCPProtocolNumber {
+		// The stacks here send no extension headers: the next header is
+		// the transport protocol itself.
+		if !ip.IsValid(len(pkt)) || ip.NextHeader() != uint8(header.TCPProtocolNumber) {
 			return Segment{}, false
 		}
 		src = netip.AddrFrom16(ip.SourceAddress().As16())
