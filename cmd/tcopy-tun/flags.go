@@ -111,7 +111,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.IntVar(&f.loop, "loop", 1, "replay the capture N times, with fresh client addresses each pass")
 	fs.DurationVar(&f.duration, "duration", 0, "stop starting sessions after this long (0: no limit)")
 	fs.BoolVar(&f.noCausal, "no-causal-order", false, "let a session start before the sessions that ended before it in the capture have ended (pure load)")
-	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all; totals always count every session)")
+	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all, -1: none; totals always count every session)")
 	fs.Int64Var(&f.serverLim, "response-limit", 1<<20, "bytes of each captured and replayed response kept for comparison")
 	return fs, &maps, &nets, &speed, &shard, &link
 }
