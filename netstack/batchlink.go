@@ -133,9 +133,11 @@ func (e *batchEndpoint) stopLocked() {
 		return // never attached
 	}
 	e.dispatcher = nil
-	// A deadline in the past wakes a reader parked in the poller; a reader
-	// busy draining sees stopping.
+	// Deadlines in the past wake a reader parked in the poller and a
+	// writer waiting for a full device; a reader busy draining sees
+	// stopping.
 	e.f.SetReadDeadline(time.Unix(1, 0))
+	e.f.SetWriteDeadline(time.Unix(1, 0))
 	close(e.stopWriter)
 }
 
@@ -238,15 +240,19 @@ func (e *batchEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 }
 
 // writeLoop writes queued packets, one writev each (a TUN takes one packet
-// per call), until stop is closed; what is still queued then is dropped.
+// per call), until stop is closed. Then it writes what is still queued —
+// notably the RSTs of the connections Stack.Close just aborted — without
+// waiting for a full device, and exits.
 func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 	defer e.wg.Done()
 	var batch []*stack.PacketBuffer
 	iov := make([]unix.Iovec, 0, 16)
 	scratch := make([]byte, 0, readBufSize)
 	var next int
+	final := false
 	// One closure for the goroutine's lifetime (see readLoop). It writes
-	// batch[next:], returning false to wait for writability on EAGAIN.
+	// batch[next:], returning false to wait for writability on EAGAIN
+	// (or, in the final flush, giving up on the rest).
 	write := func(fd uintptr) bool {
 		for next < len(batch) {
 			iov = packetIovecs(iov[:0], batch[next], &scratch)
@@ -255,6 +261,10 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 			case 0:
 				e.txPackets.Add(1)
 			case unix.EAGAIN:
+				if final {
+					e.txDropped.Add(uint64(len(batch) - next))
+					return true
+				}
 				return false
 			case unix.EINTR:
 				continue
@@ -278,24 +288,36 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 		select {
 		case <-e.wake:
 		case <-stop:
-			e.qmu.Lock()
-			batch, e.queue = append(batch, e.queue...), e.queue[:0]
-			e.qmu.Unlock()
-			e.txDropped.Add(uint64(len(batch)))
-			release()
-			return
+		}
+		select {
+		case <-stop:
+			final = true
+		default:
 		}
 		e.qmu.Lock()
 		batch, e.queue = e.queue, batch
 		e.qmu.Unlock()
 		next = 0
-		if len(batch) > 0 {
+		switch {
+		case len(batch) == 0:
+		case final:
+			// Control runs write without waiting for writability, and
+			// ignores the stop deadline.
+			e.rc.Control(func(fd uintptr) { write(fd) })
+		default:
 			if err := e.rc.Write(write); err != nil {
-				// The file was closed under us: nothing more to write.
-				e.txDropped.Add(uint64(len(batch) - next))
+				// Stopped (the write deadline) while waiting for a
+				// full device: the final flush retries the rest.
+				e.qmu.Lock()
+				e.queue = append(e.queue, batch[next:]...)
+				e.qmu.Unlock()
+				batch = batch[:next]
 			}
 		}
 		release()
+		if final {
+			return
+		}
 	}
 }
 

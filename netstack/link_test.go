@@ -3,12 +3,14 @@ package netstack_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -310,6 +312,69 @@ func TestCloseWhileDelivering(t *testing.T) {
 				unix.Close(sp[0])
 				unix.Close(sp[1])
 			}
+		})
+	}
+}
+
+// Stack.Close aborts open connections with an RST that must reach the peer
+// (a target left with a half-dead connection would hold it until its own
+// timeouts): the link endpoint flushes what is queued when it stops.
+func TestStackCloseResetsPeers(t *testing.T) {
+	for _, kind := range netstack.LinkKinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			checkGoroutines(t)
+			client, server, fds := socketPairStacks(t, kind)
+			defer unix.Close(fds[0])
+			defer unix.Close(fds[1])
+			defer server.Close()
+			l, err := server.ListenTCP(targetV4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			const conns = 50
+			accepted := make(chan net.Conn, conns)
+			go func() {
+				for range conns {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c
+				}
+			}()
+			var mine []conn
+			for i := range conns {
+				c := dial(t, client, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 2, byte(i)}), 0), targetV4)
+				mine = append(mine, c)
+			}
+			var peers []net.Conn
+			for range conns {
+				peers = append(peers, <-accepted)
+			}
+			// Fill the link's queue with data segments, so the RSTs of
+			// the close queue up behind them.
+			chunk := make([]byte, 256<<10)
+			for _, c := range mine {
+				if _, err := c.Write(chunk); err != nil {
+					t.Fatal(err)
+				}
+			}
+			client.Close() // conns left open on purpose
+			var wg sync.WaitGroup
+			for i, s := range peers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer s.Close()
+					s.SetReadDeadline(time.Now().Add(5 * time.Second))
+					_, err := io.Copy(io.Discard, s)
+					if !errors.Is(err, syscall.ECONNRESET) {
+						t.Errorf("peer %d after the client stack closed: %v, want ECONNRESET", i, err)
+					}
+				}()
+			}
+			wg.Wait()
 		})
 	}
 }

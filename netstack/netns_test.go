@@ -29,7 +29,7 @@ const privilegedEnv = "TCOPY_TUN_PRIVILEGED_TESTS"
 func skipUnprivileged(t testing.TB, err error) {
 	t.Helper()
 	msg := fmt.Sprintf("needs CAP_SYS_ADMIN and CAP_NET_ADMIN (network namespace, /dev/net/tun): %v; "+
-		"run as root, e.g. `sudo -E go test -run Privileged ./netstack/`", err)
+		"run the tests as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN (a VM or a privileged container)", err)
 	if os.Getenv(privilegedEnv) == "1" {
 		t.Fatalf("%s (%s=1: privileged tests must run)", msg, privilegedEnv)
 	}
@@ -208,6 +208,7 @@ type kernelServer struct {
 	mu      sync.Mutex
 	clients map[netip.Addr]int
 	bytes   int64
+	open    map[net.Conn]struct{}
 }
 
 // serve is the per-connection behaviour of a kernelServer.
@@ -220,7 +221,7 @@ func discard(c net.Conn) (int64, error) { return io.Copy(io.Discard, c) }
 // startServer listens on addr (port 0: any) inside the namespace.
 func (env *loopEnv) startServer(t testing.TB, addr netip.AddrPort, handle serve) *kernelServer {
 	t.Helper()
-	s := &kernelServer{clients: make(map[netip.Addr]int)}
+	s := &kernelServer{clients: make(map[netip.Addr]int), open: make(map[net.Conn]struct{})}
 	err := env.inNS(func() error {
 		l, err := net.Listen("tcp", addr.String())
 		s.l = l
@@ -241,6 +242,7 @@ func (env *loopEnv) startServer(t testing.TB, addr netip.AddrPort, handle serve)
 			ra := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 			s.mu.Lock()
 			s.clients[ra]++
+			s.open[c] = struct{}{}
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
@@ -249,12 +251,20 @@ func (env *loopEnv) startServer(t testing.TB, addr netip.AddrPort, handle serve)
 				n, _ := handle(c)
 				s.mu.Lock()
 				s.bytes += n
+				delete(s.open, c)
 				s.mu.Unlock()
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		s.l.Close()
+		// A client that vanished without a FIN or RST (a stack closed
+		// with the connection open) would leave a handler blocked.
+		s.mu.Lock()
+		for c := range s.open {
+			c.Close()
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 	})
 	return s
