@@ -36,20 +36,6 @@ const (
 // nicID is the only NIC of a Stack.
 const nicID tcpip.NICID = 1
 
-// TCP buffer ranges. gVisor allocates buffer memory lazily, so these cap how
-// much may queue per endpoint rather than what each endpoint costs.
-var (
-	// Receive: 1 MiB initially (so the advertised window and its scale allow
-	// a bulk response to flow at full speed from the first RTT), growing to
-	// 8 MiB under receive-buffer moderation for bulk transfers (the
-	// 65535-byte TUN MTU moves about 1.4 GB/s, a few ms of which is MiBs).
-	// Same numbers tailscale's netstack settled on after measuring.
-	tcpRecvBuffer = tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
-	// Send: 1 MiB default, 6 MiB max, so a replayed bulk upload is never
-	// window-limited by our side on a path this short.
-	tcpSendBuffer = tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 6 << 20}
-)
-
 // Options configures a Stack. The zero value is valid.
 type Options struct {
 	// MTU, if non-zero, overrides the link endpoint's MTU. The stack derives
@@ -150,9 +136,10 @@ func New(ep stack.LinkEndpoint, opts Options) (*Stack, error) {
 			// DialTCP, so external loopback stays off for IPv6.
 			ipv6.NewProtocolWithOptions(ipv6.Options{}),
 		},
-		// CUBIC, as on the Linux targets we talk to; on a lossless host-local
-		// path it never leaves slow start/avoidance early anyway, but it
-		// keeps bulk behaviour comparable with the kernel-socket baseline.
+		// CUBIC, as on the Linux targets we talk to, so bulk behaviour is
+		// comparable with the kernel-socket baseline. (Tailscale pins Reno
+		// because of a congestion-window overflow, gvisor#11632; the pinned
+		// gVisor has the fix, snd.go computes that limit in uint64.)
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocolCUBIC},
 		// HandleLocal off: a packet to an address this stack owns (say a
 		// session dialling another session's client address) must still go
@@ -190,8 +177,9 @@ func (st *Stack) configure(opts Options) error {
 		// fires after 2*SRTT with no floor; on an in-process or
 		// host-local path SRTT is tens of microseconds, so every ACK
 		// delayed by goroutine scheduling triggered a spurious
-		// retransmission (measured: one per 6 sessions over the TUN,
-		// each answered by an RST from a peer that had already closed).
+		// retransmission (measured: one per 6 to 12 short sessions, each
+		// answered by an RST from a peer that had already closed; none
+		// with RACK off — sessions/s moved within this machine's noise).
 		// Tailscale's netstack turns it off for the same reason. Loss
 		// recovery falls back to SACK-based fast retransmit and RTO.
 		{"recovery", ptr(tcpip.TCPRecovery(0))},
@@ -200,12 +188,23 @@ func (st *Stack) configure(opts Options) error {
 		// responses are not window limited while thousands of short
 		// sessions stay small. Conn.Read feeds it (ModerateRecvBuf).
 		{"moderate receive buffer", ptr(tcpip.TCPModerateReceiveBufferOption(true))},
-		{"receive buffer", &tcpRecvBuffer},
-		{"send buffer", &tcpSendBuffer},
+		// Buffer ranges. gVisor allocates buffer memory lazily, so these
+		// cap how much may queue per endpoint rather than what each
+		// endpoint costs. Receive: 1 MiB initially (so the advertised
+		// window and its scale let a bulk response flow at full speed from
+		// the first RTT), growing to 8 MiB under moderation (the
+		// 65535-byte TUN MTU moves well over 1 GB/s: a few ms of that is
+		// MiBs). Send: 1 MiB default, 6 MiB max, so a replayed bulk upload
+		// is never window limited by our side on a path this short. The
+		// same numbers tailscale's netstack settled on after measuring.
+		{"receive buffer", &tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}},
+		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 6 << 20}},
 		// Nagle off (gVisor's default, stated explicitly): a replayed
 		// client chunk must leave when it is written, with the captured
 		// segmentation as far as possible, not wait for an ACK.
 		{"delay", ptr(tcpip.TCPDelayEnabled(false))},
+		// Short TIME_WAIT and FIN_WAIT_2: see DefaultTimeWait and
+		// DefaultFinWait2Timeout.
 		{"time wait", ptr(tcpip.TCPTimeWaitTimeoutOption(opts.TimeWait))},
 		{"fin wait 2", ptr(tcpip.TCPLingerTimeoutOption(opts.FinWait2Timeout))},
 	}
