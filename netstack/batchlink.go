@@ -61,8 +61,12 @@ type batchEndpoint struct {
 	queue []*stack.PacketBuffer
 	wake  chan struct{} // capacity 1: "queue is not empty"
 
-	// Counters, for tests and benchmarks.
-	rxPackets, txPackets, txDropped, txErrors atomic.Uint64
+	// Counters (Stack.Stats reports them; gVisor counts the packets).
+	txDropped, txErrors atomic.Uint64
+}
+
+func (e *batchEndpoint) counters() (txDropped, txErrors uint64) {
+	return e.txDropped.Load(), e.txErrors.Load()
 }
 
 var _ stack.LinkEndpoint = (*batchEndpoint)(nil)
@@ -201,7 +205,6 @@ func (e *batchEndpoint) deliver(d stack.NetworkDispatcher, b []byte) {
 	default:
 		return
 	}
-	e.rxPackets.Add(1)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
@@ -259,7 +262,6 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 			_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 			switch errno {
 			case 0:
-				e.txPackets.Add(1)
 			case unix.EAGAIN:
 				if final {
 					e.txDropped.Add(uint64(len(batch) - next))

@@ -78,6 +78,9 @@ func TestPrivilegedTUNLoop(t *testing.T) {
 			if stats.AssignedAddresses != 0 {
 				t.Errorf("%d addresses still assigned", stats.AssignedAddresses)
 			}
+			if stats.LinkTxErrors != 0 || stats.TxDroppedNoBufferSpace != 0 {
+				t.Errorf("the TUN refused or the link dropped packets: %+v", stats)
+			}
 		})
 	}
 }

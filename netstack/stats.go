@@ -25,6 +25,15 @@ type Stats struct {
 	// TxDroppedNoBufferSpace counts packets the link endpoint refused
 	// because its queue was full.
 	TxDroppedNoBufferSpace uint64
+
+	// Link: the batch endpoint's own counters (zero for other endpoints).
+	LinkTxDropped uint64 // queued packets dropped: queue full, or left at Close
+	LinkTxErrors  uint64 // packets the device refused (write errors)
+}
+
+// linkCounters is implemented by link endpoints that count their own drops.
+type linkCounters interface {
+	counters() (txDropped, txErrors uint64)
 }
 
 // Stats returns a snapshot of the stack's counters.
@@ -46,6 +55,9 @@ func (st *Stack) Stats() Stats {
 		Timeouts:           tcp.Timeouts.Value(),
 		ResetsSent:         tcp.ResetsSent.Value(),
 		ResetsReceived:     tcp.ResetsReceived.Value(),
+	}
+	if lc, ok := st.ep.(linkCounters); ok {
+		out.LinkTxDropped, out.LinkTxErrors = lc.counters()
 	}
 	if nic, ok := st.s.NICInfo()[nicID]; ok {
 		out.PacketsSent = nic.Stats.Tx.Packets.Value()
