@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -24,8 +25,49 @@ import (
 // not pin unbounded memory.
 const batchQueueLen = 8192
 
-// readBufSize holds the largest IP packet a TUN can deliver.
-const readBufSize = 1 << 16
+// readBufSize holds the largest IP packet a TUN can deliver, plus a
+// virtio_net_hdr.
+const readBufSize = 1<<16 + vnetHdrSize
+
+// virtio_net_hdr (linux/virtio_net.h), the header IFF_VNET_HDR puts in front
+// of every packet on a TUN: flags, gso_type, hdr_len, gso_size, csum_start,
+// csum_offset; little endian.
+const (
+	vnetHdrSize         = 10
+	vnetHdrFNeedsCsum   = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	vnetHdrGSOTCPv4     = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+	vnetHdrGSOTCPv6     = 4 // VIRTIO_NET_HDR_GSO_TCPV6
+	vnetGSOMaxSize      = 65535
+	vnetHdrCsumStartOff = 6
+)
+
+// encodeVnetHdr fills h for pkt from the GSO options gVisor's TCP set on it:
+// a partial checksum for the kernel to complete (NEEDS_CSUM, from csum_start
+// to the end, stored at csum_start+csum_offset) and, for a segment larger
+// than the MSS, the segmentation the kernel may apply. There is no link
+// header on a TUN, so csum_start is the IP header length.
+func encodeVnetHdr(h *[vnetHdrSize]byte, pkt *stack.PacketBuffer) {
+	*h = [vnetHdrSize]byte{}
+	gso := pkt.GSOOptions
+	if gso.Type == stack.GSONone {
+		return
+	}
+	if gso.NeedsCsum {
+		h[0] = vnetHdrFNeedsCsum
+		binary.LittleEndian.PutUint16(h[vnetHdrCsumStartOff:], gso.L3HdrLen)
+		binary.LittleEndian.PutUint16(h[8:], gso.CsumOffset)
+	}
+	if pkt.Data().Size() > int(gso.MSS) {
+		switch gso.Type {
+		case stack.GSOTCPv4:
+			h[1] = vnetHdrGSOTCPv4
+		case stack.GSOTCPv6:
+			h[1] = vnetHdrGSOTCPv6
+		}
+		binary.LittleEndian.PutUint16(h[2:], uint16(pkt.HeaderSize()))
+		binary.LittleEndian.PutUint16(h[4:], gso.MSS)
+	}
+}
 
 // batchEndpoint is a link endpoint on a packet fd (see LinkBatch).
 //
@@ -43,6 +85,11 @@ type batchEndpoint struct {
 	rc syscall.RawConn
 
 	mtu atomic.Uint32
+
+	// vnetHdr: every packet on the fd is preceded by a virtio_net_hdr
+	// (IFF_VNET_HDR), and the endpoint offers gVisor host GSO. Fixed at
+	// construction.
+	vnetHdr bool
 
 	// mu serialises Attach and Close.
 	mu         sync.Mutex
@@ -78,7 +125,7 @@ func NewBatchEndpoint(fd int, mtu uint32) (stack.LinkEndpoint, error) {
 }
 
 // newBatchEndpoint takes ownership of fd, also on error.
-func newBatchEndpoint(fd int, mtu uint32) (*batchEndpoint, error) {
+func newBatchEndpoint(fd int, mtu uint32, vnetHdr bool) (*batchEndpoint, error) {
 	// Non-blocking before os.NewFile, so the file joins the runtime poller
 	// and its deadlines work.
 	if err := unix.SetNonblock(fd, true); err != nil {
@@ -98,10 +145,11 @@ func newBatchEndpoint(fd int, mtu uint32) (*batchEndpoint, error) {
 		return nil, err
 	}
 	e := &batchEndpoint{
-		f:     f,
-		rc:    rc,
-		queue: make([]*stack.PacketBuffer, 0, 256),
-		wake:  make(chan struct{}, 1),
+		f:       f,
+		rc:      rc,
+		vnetHdr: vnetHdr,
+		queue:   make([]*stack.PacketBuffer, 0, 256),
+		wake:    make(chan struct{}, 1),
 	}
 	e.mtu.Store(mtu)
 	return e, nil
@@ -178,6 +226,17 @@ func (e *batchEndpoint) readLoop(d stack.NetworkDispatcher) {
 				rerr = errors.New("end of file")
 				return true
 			}
+			if e.vnetHdr {
+				// The header only describes offloads: a coalesced
+				// (GSO) segment is delivered whole, and a partial
+				// checksum is fine since RX checksums are not
+				// verified (see NewLinkEndpoint).
+				if n <= vnetHdrSize {
+					continue
+				}
+				e.deliver(d, buf[vnetHdrSize:n])
+				continue
+			}
 			e.deliver(d, buf[:n])
 		}
 		return true
@@ -252,13 +311,22 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 	iov := make([]unix.Iovec, 0, 16)
 	scratch := make([]byte, 0, readBufSize)
 	var next int
+	var vhdr [vnetHdrSize]byte // one packet is written at a time
 	final := false
 	// One closure for the goroutine's lifetime (see readLoop). It writes
 	// batch[next:], returning false to wait for writability on EAGAIN
 	// (or, in the final flush, giving up on the rest).
 	write := func(fd uintptr) bool {
 		for next < len(batch) {
-			iov = packetIovecs(iov[:0], batch[next], &scratch)
+			iov = iov[:0]
+			if e.vnetHdr {
+				encodeVnetHdr(&vhdr, batch[next])
+				var vec unix.Iovec
+				vec.Base = &vhdr[0]
+				vec.SetLen(vnetHdrSize)
+				iov = append(iov, vec)
+			}
+			iov = packetIovecs(iov, batch[next], &scratch)
 			_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 			switch errno {
 			case 0:
@@ -327,6 +395,7 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 // the reserved space in front). A packet in more pieces than the kernel
 // accepts in one writev is copied into scratch instead.
 func packetIovecs(iov []unix.Iovec, pkt *stack.PacketBuffer, scratch *[]byte) []unix.Iovec {
+	prefix := len(iov)
 	views, off := pkt.AsViewList()
 	for v := views.Front(); v != nil; v = v.Next() {
 		b := v.AsSlice()
@@ -345,21 +414,41 @@ func packetIovecs(iov []unix.Iovec, pkt *stack.PacketBuffer, scratch *[]byte) []
 		vec.SetLen(len(b))
 		iov = append(iov, vec)
 	}
-	if len(iov) <= 1024 && len(iov) > 0 { // IOV_MAX
+	if len(iov) <= 1024 && len(iov) > prefix { // IOV_MAX
 		return iov
 	}
 	s := (*scratch)[:0]
-	for i := range iov {
+	for i := prefix; i < len(iov); i++ {
 		s = append(s, unsafe.Slice(iov[i].Base, iov[i].Len)...)
 	}
 	*scratch = s
-	iov = iov[:0]
+	iov = iov[:prefix]
 	var vec unix.Iovec
 	if len(s) > 0 {
 		vec.Base = &s[0]
 	}
 	vec.SetLen(len(s))
 	return append(iov, vec)
+}
+
+var _ stack.GSOEndpoint = (*batchEndpoint)(nil)
+
+// GSOMaxSize implements stack.GSOEndpoint: with vnet headers TCP may hand
+// over segments up to the largest IP packet, whatever the MTU.
+func (e *batchEndpoint) GSOMaxSize() uint32 {
+	if e.vnetHdr {
+		return vnetGSOMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint: host GSO (the kernel segments
+// and checksums, as for a virtio NIC) with vnet headers, none without.
+func (e *batchEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.vnetHdr {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
 }
 
 // MTU implements stack.LinkEndpoint.

@@ -156,14 +156,50 @@ func BenchmarkNstestDial(b *testing.B) {
 
 // BenchmarkPrivilegedTUN runs the same workloads through kernel sockets (the
 // baseline), gVisor's fdbased endpoint and this package's batch endpoint on
-// a real TUN in a private namespace, in one run:
+// a real TUN (MTU 65535) in a private namespace, in one run:
 //
 //   - sessions: short sessions at concurrency 64 against a kernel echo
 //     server (sessions/s, process CPU per session);
 //   - upload / download: one connection moving data to a kernel sink or
 //     from a kernel source (MB/s).
 func BenchmarkPrivilegedTUN(b *testing.B) {
-	env := newLoopEnv(b, 65535)
+	benchLoop(b, 65535, false, []benchPath{
+		{name: "kernel"},
+		{name: string(netstack.LinkFdbased), kind: netstack.LinkFdbased},
+		{name: string(netstack.LinkBatch), kind: netstack.LinkBatch},
+	})
+}
+
+// BenchmarkPrivilegedTUNGSO is the same for the batch endpoint with vnet
+// headers (host GSO) at MTU 1500 and 65535, and without them at MTU 1500
+// (BenchmarkPrivilegedTUN has the plain 65535 case). The kernel baseline
+// does not cross the TUN, so it is the one above.
+func BenchmarkPrivilegedTUNGSO(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		mtu  int
+		vnet bool
+	}{
+		{"mtu1500/plain", 1500, false},
+		{"mtu1500/vnet", 1500, true},
+		{"mtu65535/vnet", 65535, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			benchLoop(b, c.mtu, c.vnet, []benchPath{{name: "batch", kind: netstack.LinkBatch, opts: netstack.LinkOptions{VnetHdr: c.vnet}}})
+		})
+	}
+}
+
+// benchPath is one way to the kernel servers: kernel sockets (kind "") or a
+// netstack on the TUN with a link endpoint of the given kind.
+type benchPath struct {
+	name string
+	kind netstack.LinkKind
+	opts netstack.LinkOptions
+}
+
+func benchLoop(b *testing.B, mtu int, vnet bool, paths []benchPath) {
+	env := newLoopEnvVnet(b, mtu, vnet)
 	// The kernel-socket baseline closes actively (TIME_WAIT on its side):
 	// let it reuse its ports and use all of them, inside this namespace.
 	if err := env.inNS(func() error {
@@ -183,24 +219,15 @@ func BenchmarkPrivilegedTUN(b *testing.B) {
 	sink := env.startServer(b, netip.AddrPortFrom(nsTargetV4, 0), discard)
 	source := env.startServer(b, netip.AddrPortFrom(nsTargetV4, 0), stream)
 
-	paths := []struct {
-		name string
-		kind netstack.LinkKind // "" for kernel sockets
-	}{
-		{"kernel", ""},
-		{string(netstack.LinkFdbased), netstack.LinkFdbased},
-		{string(netstack.LinkBatch), netstack.LinkBatch},
-	}
-
 	// withPath gives a benchmark a dialer and a worker starter for a path.
-	withPath := func(b *testing.B, kind netstack.LinkKind, dst netip.AddrPort, fn func(start func(int, func() error) error, dial func() (net.Conn, error))) {
-		if kind == "" {
+	withPath := func(b *testing.B, p benchPath, dst netip.AddrPort, fn func(start func(int, func() error) error, dial func() (net.Conn, error))) {
+		if p.kind == "" {
 			dial, stop := env.kernelDialer(b, dst)
 			defer stop()
 			fn(goWorkers, dial)
 			return
 		}
-		ep, err := netstack.NewLinkEndpoint(kind, env.tunFD, 65535)
+		ep, err := netstack.NewLinkEndpointOpts(p.kind, env.tunFD, uint32(mtu), p.opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -211,70 +238,53 @@ func BenchmarkPrivilegedTUN(b *testing.B) {
 		defer st.Close()
 		fn(goWorkers, netstackDialer(st, dst))
 		if s := st.Stats(); s.Retransmits > 0 || s.TxDroppedNoBufferSpace > 0 {
-			b.Logf("%s: %d sessions: %d retransmits (%d timeouts), %d link drops", kind, s.ActiveOpens, s.Retransmits, s.Timeouts, s.TxDroppedNoBufferSpace)
+			b.Logf("%s: %d sessions: %d retransmits (%d timeouts), %d link drops", p.name, s.ActiveOpens, s.Retransmits, s.Timeouts, s.TxDroppedNoBufferSpace)
 		}
 	}
 
 	for _, p := range paths {
 		b.Run("sessions/"+p.name, func(b *testing.B) {
 			b.ReportAllocs()
-			withPath(b, p.kind, echoSrv.addr, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
+			withPath(b, p, echoSrv.addr, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
 				runSessions(b, start, dial)
 			})
 		})
 	}
 	const chunk = 1 << 20
-	for _, p := range paths {
-		b.Run("upload/"+p.name, func(b *testing.B) {
-			withPath(b, p.kind, sink.addr, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
-				b.SetBytes(chunk)
-				err := start(1, func() error {
-					c, err := dial()
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					buf := make([]byte, chunk)
-					b.ResetTimer()
-					for range b.N {
-						if _, err := c.Write(buf); err != nil {
+	for _, dir := range []struct {
+		name string
+		dst  netip.AddrPort
+		move func(c net.Conn, buf []byte) error
+	}{
+		{"upload", sink.addr, func(c net.Conn, buf []byte) error { _, err := c.Write(buf); return err }},
+		{"download", source.addr, func(c net.Conn, buf []byte) error { _, err := io.ReadFull(c, buf); return err }},
+	} {
+		for _, p := range paths {
+			b.Run(dir.name+"/"+p.name, func(b *testing.B) {
+				withPath(b, p, dir.dst, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
+					b.SetBytes(chunk)
+					err := start(1, func() error {
+						c, err := dial()
+						if err != nil {
 							return err
 						}
-					}
-					b.StopTimer()
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			})
-		})
-	}
-	for _, p := range paths {
-		b.Run("download/"+p.name, func(b *testing.B) {
-			withPath(b, p.kind, source.addr, func(start func(int, func() error) error, dial func() (net.Conn, error)) {
-				b.SetBytes(chunk)
-				err := start(1, func() error {
-					c, err := dial()
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					buf := make([]byte, chunk)
-					b.ResetTimer()
-					for range b.N {
-						if _, err := io.ReadFull(c, buf); err != nil {
-							return err
+						defer c.Close()
+						buf := make([]byte, chunk)
+						b.ResetTimer()
+						for range b.N {
+							if err := dir.move(c, buf); err != nil {
+								return err
+							}
 						}
+						b.StopTimer()
+						return nil
+					})
+					if err != nil {
+						b.Fatal(err)
 					}
-					b.StopTimer()
-					return nil
 				})
-				if err != nil {
-					b.Fatal(err)
-				}
 			})
-		})
+		}
 	}
 }
 

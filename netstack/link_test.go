@@ -25,6 +25,10 @@ import (
 // It returns the stacks and the caller-side fds (still open: the endpoints
 // work on duplicates).
 func socketPairStacks(t *testing.T, kind netstack.LinkKind) (client, server *netstack.Stack, fds [2]int) {
+	return socketPairStacksOpts(t, kind, netstack.LinkOptions{})
+}
+
+func socketPairStacksOpts(t *testing.T, kind netstack.LinkKind, opts netstack.LinkOptions) (client, server *netstack.Stack, fds [2]int) {
 	t.Helper()
 	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -36,9 +40,15 @@ func socketPairStacks(t *testing.T, kind netstack.LinkKind) (client, server *net
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}
+	// With vnet headers, a 1500-byte MTU: segments larger than the MSS
+	// then exist only thanks to GSO.
+	mtu := uint32(65535)
+	if opts.VnetHdr {
+		mtu = 1500
+	}
 	var stacks [2]*netstack.Stack
 	for i, fd := range sp {
-		ep, err := netstack.NewLinkEndpoint(kind, fd, 65535)
+		ep, err := netstack.NewLinkEndpointOpts(kind, fd, mtu, opts)
 		if err != nil {
 			t.Fatalf("link endpoint %s: %v", kind, err)
 		}
@@ -64,11 +74,24 @@ func openFDs(t *testing.T) map[string]string {
 }
 
 func TestLinkEndpointsOverSocketPair(t *testing.T) {
-	for _, kind := range netstack.LinkKinds() {
-		t.Run(string(kind), func(t *testing.T) {
+	for _, cfg := range []struct {
+		name string
+		kind netstack.LinkKind
+		opts netstack.LinkOptions
+	}{
+		{"batch", netstack.LinkBatch, netstack.LinkOptions{}},
+		{"fdbased", netstack.LinkFdbased, netstack.LinkOptions{}},
+		// Both ends with vnet headers at MTU 1500: GSO segments of up to
+		// 64 KiB with partial checksums cross the wire, headers stripped
+		// again on the other side. (What the kernel makes of them is
+		// TestPrivilegedTUNGSO's job.)
+		{"batch vnet", netstack.LinkBatch, netstack.LinkOptions{VnetHdr: true}},
+	} {
+		kind := cfg.kind
+		t.Run(cfg.name, func(t *testing.T) {
 			checkGoroutines(t)
 			fdsBefore := openFDs(t)
-			client, server, fds := socketPairStacks(t, kind)
+			client, server, fds := socketPairStacksOpts(t, kind, cfg.opts)
 
 			var wg sync.WaitGroup
 			for _, addr := range []netip.AddrPort{targetV4, targetV6} {
@@ -127,6 +150,12 @@ func TestLinkEndpointsOverSocketPair(t *testing.T) {
 				}
 			}
 
+			if cfg.opts.VnetHdr {
+				// 32 MiB each way is 23 k segments of 1460 bytes.
+				if n := client.Stats().PacketsSent; n > 23000/4 {
+					t.Errorf("%d packets sent with GSO: segments are not large", n)
+				}
+			}
 			client.Close()
 			server.Close()
 			wg.Wait()
@@ -207,10 +236,11 @@ func TestNewLinkEndpointErrors(t *testing.T) {
 		{"mtu too small", netstack.LinkBatch, int(f.Fd()), 576},
 		{"closed fd", netstack.LinkBatch, 1 << 20, 1500},
 		{"regular file", netstack.LinkBatch, int(f.Fd()), 1500},
+		{"fdbased with vnet headers", netstack.LinkFdbased, int(f.Fd()), 1500},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := openFDs(t)
-			ep, err := netstack.NewLinkEndpoint(tc.kind, tc.fd, tc.mtu)
+			ep, err := netstack.NewLinkEndpointOpts(tc.kind, tc.fd, tc.mtu, netstack.LinkOptions{VnetHdr: tc.name == "fdbased with vnet headers"})
 			if err == nil {
 				ep.Close()
 				t.Fatal("no error")

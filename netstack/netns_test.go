@@ -53,8 +53,21 @@ type loopEnv struct {
 	nsFD  int // the namespace, for inNS
 }
 
+// TUNSETOFFLOAD flags (linux/if_tun.h; not in x/sys/unix).
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
 // newLoopEnv builds the namespace; t.Cleanup tears it down.
 func newLoopEnv(t testing.TB, mtu int) *loopEnv {
+	return newLoopEnvVnet(t, mtu, false)
+}
+
+// newLoopEnvVnet is newLoopEnv with, if vnet, a TUN opened with
+// IFF_VNET_HDR and checksum and TSO offloads on (netstack.LinkOptions).
+func newLoopEnvVnet(t testing.TB, mtu int, vnet bool) *loopEnv {
 	t.Helper()
 	env := &loopEnv{tunFD: -1, nsFD: -1}
 	errc := make(chan error, 1)
@@ -62,7 +75,7 @@ func newLoopEnv(t testing.TB, mtu int) *loopEnv {
 		// Never unlocked: when this goroutine returns, the runtime ends
 		// the thread, and with it this thread's view of the namespace.
 		runtime.LockOSThread()
-		errc <- env.setup(mtu)
+		errc <- env.setup(mtu, vnet)
 	}()
 	err := <-errc
 	t.Cleanup(func() {
@@ -92,7 +105,7 @@ func (e *probeError) Unwrap() error { return e.err }
 const tunName = "tcopytest0"
 
 // setup runs on a locked thread.
-func (env *loopEnv) setup(mtu int) error {
+func (env *loopEnv) setup(mtu int, vnet bool) error {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return &probeError{fmt.Errorf("unshare network namespace: %w", err)}
 	}
@@ -143,9 +156,18 @@ func (env *loopEnv) setup(mtu int) error {
 	if err != nil {
 		return err
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(tfd, unix.TUNSETIFF, ifr); err != nil {
 		return &probeError{fmt.Errorf("TUNSETIFF %s: %w", tunName, err)}
+	}
+	if vnet {
+		if err := unix.IoctlSetInt(tfd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+			return fmt.Errorf("TUNSETOFFLOAD %s: %w", tunName, err)
+		}
 	}
 	tun, err := netlink.LinkByName(tunName)
 	if err != nil {
