@@ -20,7 +20,7 @@ build: ## build bin/tcopy-tun
 
 .PHONY: run
 run: build ## the built-in default: replay the bundled capture against a bundled server in a private network namespace (root)
-	unshare --net $(BIN) demo
+	$(BIN) demo
 
 .PHONY: test
 test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN when root), then every benchmark once
