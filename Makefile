@@ -5,7 +5,7 @@ PKGS      := ./...
 # Privileged tests (TUN, network namespaces) skip with a hint when the
 # capability is missing; TCOPY_TUN_PRIVILEGED_TESTS=1 turns that skip into a
 # failure (CI sets it, see .ci/run).
-TESTFLAGS ?= -race -timeout 20m
+TESTFLAGS ?= -race -count=1 -timeout 20m
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
 .DEFAULT_GOAL := help
