@@ -156,7 +156,7 @@ func (x *e2e) run(limit time.Duration, args ...string) e2eRun {
 type e2eProc struct {
 	t              *testing.T
 	cmd            *exec.Cmd
-	stdout, stderr *lockedBuf
+	stdout, stderr *tuntest.LockedBuffer
 	began          time.Time
 }
 
@@ -167,7 +167,7 @@ func (x *e2e) start(args ...string) *e2eProc {
 
 func (x *e2e) startCmd(c *exec.Cmd) *e2eProc {
 	x.t.Helper()
-	p := &e2eProc{t: x.t, cmd: c, stdout: &lockedBuf{}, stderr: &lockedBuf{}}
+	p := &e2eProc{t: x.t, cmd: c, stdout: &tuntest.LockedBuffer{}, stderr: &tuntest.LockedBuffer{}}
 	c.Stdout, c.Stderr = p.stdout, p.stderr
 	if c.Env == nil {
 		c.Env = append(os.Environ(), e2eGorace)
@@ -219,24 +219,6 @@ func (p *e2eProc) signal(sig syscall.Signal) {
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		p.t.Fatalf("signal %v: %v", sig, err)
 	}
-}
-
-// lockedBuf is a bytes.Buffer written by exec's copier and read by the test.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // state is the namespace's network configuration as the product could
@@ -556,7 +538,7 @@ type e2eServer struct {
 	stats *serverStats
 	eof   bool
 	done  chan struct{}
-	errb  lockedBuf
+	errb  tuntest.LockedBuffer
 }
 
 // startServer starts a server of the given mode ("http": answers like the

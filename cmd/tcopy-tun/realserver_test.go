@@ -44,7 +44,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -203,7 +202,7 @@ func newRealEnv(t *testing.T, bin string) *realEnv {
 type realProc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *tuntest.LockedBuffer
 	done chan struct{} // closed once cmd.Wait has returned
 	err  error         // cmd.Wait's result, set before done is closed
 }
@@ -218,7 +217,7 @@ func startProc(t *testing.T, ns *tuntest.Netns, name string, args ...string) *re
 // startProcEnv is startProc with env added to the test's environment.
 func startProcEnv(t *testing.T, ns *tuntest.Netns, name string, env []string, args ...string) *realProc {
 	t.Helper()
-	p := &realProc{name: name, cmd: ns.Command(args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &realProc{name: name, cmd: ns.Command(args...), out: &tuntest.LockedBuffer{}, done: make(chan struct{})}
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
@@ -330,24 +329,6 @@ func (p *realProc) waitListening(t *testing.T, ns *tuntest.Netns, addr string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer collects a process's stdout and stderr.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // runClient runs a real client in ns to its end and fails the test if it

@@ -33,7 +33,7 @@ type Netns struct {
 // collected output, logged once it has been stopped.
 type proc struct {
 	cmd *exec.Cmd
-	out *lockedBuffer
+	out *LockedBuffer
 }
 
 // NewNetns calls Privileged, then creates a fresh namespace with lo up and
@@ -155,7 +155,7 @@ func (n *Netns) Run(t testing.TB, args ...string) string {
 func (n *Netns) Start(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	c := n.Command(args...)
-	out := &lockedBuffer{}
+	out := &LockedBuffer{}
 	c.Stdout, c.Stderr = out, out
 	n.start(t, c, out)
 	return c
@@ -168,7 +168,7 @@ func (n *Netns) StartCmd(t testing.TB, c *exec.Cmd) {
 	n.start(t, c, nil)
 }
 
-func (n *Netns) start(t testing.TB, c *exec.Cmd, out *lockedBuffer) {
+func (n *Netns) start(t testing.TB, c *exec.Cmd, out *LockedBuffer) {
 	t.Helper()
 	if err := c.Start(); err != nil {
 		t.Fatalf("netns %s: start %s: %v", n.Name, strings.Join(c.Args, " "), err)
@@ -272,20 +272,20 @@ func (n *Netns) Do(fn func() error) error {
 	return <-errc
 }
 
-// lockedBuffer is a bytes.Buffer safe for a process's stdout and stderr
-// writers and the cleanup reader.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for a process's stdout and stderr
+// writers and a concurrent reader (the test). The zero value is ready.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
