@@ -285,6 +285,20 @@ func (p *passRun) dispatch(ctx context.Context, sessions <-chan *session.Session
 
 // schedule waits until the session may start, runs it, and releases what it
 // holds. It is the session's owner goroutine.
+// wait sleeps d on the clock; false when the run was canceled or stopped
+// admitting sessions first.
+func (p *passRun) wait(ctx context.Context, d time.Duration) bool {
+	t := p.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+	case <-p.stop:
+	}
+	return false
+}
+
 func (p *passRun) schedule(ctx context.Context, pl *planned) {
 	defer p.wg.Done()
 	defer func() { <-p.pending }()
@@ -325,15 +339,7 @@ func (p *passRun) schedule(ctx context.Context, pl *planned) {
 			if h := p.r.testHook; h != nil {
 				h(hookTimeWait, s.ID)
 			}
-			t := p.clock.NewTimer(d)
-			select {
-			case <-t.C():
-			case <-ctx.Done():
-				t.Stop()
-				notStarted()
-				return
-			case <-p.stop:
-				t.Stop()
+			if !p.wait(ctx, d) {
 				notStarted()
 				return
 			}
@@ -342,19 +348,9 @@ func (p *passRun) schedule(ctx context.Context, pl *planned) {
 	}
 	// 3. Rate limit.
 	if at, ok := p.rate.reserve(p.clock.Now()); ok {
-		if d := at.Sub(p.clock.Now()); d > 0 {
-			t := p.clock.NewTimer(d)
-			select {
-			case <-t.C():
-			case <-ctx.Done():
-				t.Stop()
-				notStarted()
-				return
-			case <-p.stop:
-				t.Stop()
-				notStarted()
-				return
-			}
+		if d := at.Sub(p.clock.Now()); d > 0 && !p.wait(ctx, d) {
+			notStarted()
+			return
 		}
 		ready = later(ready, at)
 	}
