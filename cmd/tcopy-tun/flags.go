@@ -46,6 +46,7 @@ type replayFlags struct {
 	duration   time.Duration
 	noCausal   bool
 	serverLim  int64
+	cpuProfile string // --cpuprofile: a Go CPU profile of the whole run
 	reportRows int
 }
 
@@ -113,6 +114,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.BoolVar(&f.noCausal, "no-causal-order", false, "let a session start before the sessions that ended before it in the capture have ended (pure load)")
 	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all, -1: none; totals always count every session)")
 	fs.Int64Var(&f.serverLim, "response-limit", 1<<20, "bytes of each captured and replayed response kept for comparison")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (go tool pprof reads it)")
 	return fs, &maps, &nets, &speed, &shard, &link
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,14 @@ func runReplay(e env, args []string) int {
 	if err != nil {
 		fmt.Fprintf(e.stderr, "tcopy-tun: %v\nhint: 'tcopy-tun --help' lists the flags\n", err)
 		return exitUsage
+	}
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "tcopy-tun: --cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer stop()
 	}
 	if f.live == "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -66,6 +75,23 @@ func runReplay(e env, args []string) int {
 		}
 	}()
 	return replayJob(ctx, e, f, nil)
+}
+
+// startCPUProfile profiles the process into file until the returned stop
+// is called.
+func startCPUProfile(file string) (stop func(), err error) {
+	out, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		out.Close()
+	}, nil
 }
 
 // replayJob runs one replay with parsed flags: it opens the capture, sets up
