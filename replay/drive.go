@@ -81,6 +81,7 @@ func (rx *rxState) notify() {
 
 // drive runs one admitted session and accounts for it.
 func (p *passRun) drive(ctx context.Context, pl *planned, ready time.Time) {
+	growStack() // before the observer and the dial, see growStack
 	cfg, st := p.cfg, &p.r.stats
 	sr := &sessRun{p: p, cfg: cfg, clock: p.clock, s: pl.s, info: &pl.info, readerDone: make(chan struct{})}
 	sr.rx.wake = make(chan struct{}, 1)
@@ -209,6 +210,7 @@ func classify(err error) Outcome {
 // observer and tells the owner about progress.
 func (sr *sessRun) read() {
 	defer close(sr.readerDone)
+	growStack()
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	buf := *bp
