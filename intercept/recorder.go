@@ -108,14 +108,39 @@ type sessionObs struct {
 }
 
 func (o *sessionObs) Received(p []byte) {
+	base := o.cmp.n
 	o.cmp.feed(p)
-	if o.recording {
-		if len(o.rec)+len(p) > o.recLimit {
-			o.recording, o.rec = false, nil
-		} else {
-			o.rec = append(o.rec, p...)
-		}
+	if !o.recording {
+		return
 	}
+	if int(o.cmp.n) > o.recLimit {
+		o.recording, o.rec = false, nil
+		return
+	}
+	if o.rec == nil {
+		// Recording is lazy: while the answer agrees with the captured one
+		// byte for byte (the common case), the recording would be a copy
+		// of s.ServerData (complete: no holes, not cut), so none is made.
+		// The first byte that differs, or goes beyond the captured
+		// answer, starts it from that copy.
+		if o.cmp.firstDiff < 0 && o.cmp.n <= int64(len(o.s.ServerData)) {
+			return
+		}
+		o.rec = make([]byte, base, max(int(o.cmp.n), min(o.recLimit, 2*len(o.s.ServerData))))
+		copy(o.rec, o.s.ServerData[:base])
+	}
+	o.rec = append(o.rec, p...)
+}
+
+// recorded returns the answer received so far, if it was recorded whole.
+func (o *sessionObs) recorded() ([]byte, bool) {
+	switch {
+	case !o.recording:
+		return nil, false
+	case o.rec == nil:
+		return o.s.ServerData[:o.cmp.n], true // it agreed all along
+	}
+	return o.rec, int64(len(o.rec)) == o.cmp.n
 }
 
 func (o *sessionObs) Done(res *replay.Result) {
@@ -174,8 +199,8 @@ func (o *sessionObs) classify() {
 	if rw.firstDiff < 0 {
 		rw.firstDiff = min(c.n, capBytes) // a prefix of the other
 	}
-	if o.recording && int64(len(o.rec)) == c.n {
-		a, okA := normalizeHTTP(o.rec, o.r.volatile)
+	if rec, ok := o.recorded(); ok {
+		a, okA := normalizeHTTP(rec, o.r.volatile)
 		b, okB := normalizeHTTP(o.s.ServerData, o.r.volatile)
 		if okA && okB && bytes.Equal(a, b) {
 			rw.match = Volatile
