@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -992,5 +993,44 @@ func TestServerBytesAfterClose(t *testing.T) {
 				t.Errorf("end %v, ServerBytesAfterClose %d; want %v, %d (ServerBytes %d)", s.End, s.ServerBytesAfterClose, tc.end, tc.after, s.ServerBytes)
 			}
 		})
+	}
+}
+
+// A burst larger than maxChunkBytes within the merge window (a bulk upload)
+// becomes back-to-back chunks of at most maxChunkBytes, contiguous in the
+// stream, with the burst's bytes intact.
+func TestMergeBoundsChunkSize(t *testing.T) {
+	const seg = 60000
+	total := 0
+	var want []byte
+	steps := handshake(0)
+	for i := 0; total < 3*maxChunkBytes+12345; i++ {
+		data := bytes.Repeat([]byte{byte('a' + i%26)}, seg)
+		steps = append(steps, step{ms: 10, dir: 'c', fl: "A", seq: uint32(1 + total), ack: 1, data: string(data)})
+		want = append(want, data...)
+		total += seg
+	}
+	sessions, _, _ := runSteps(t, Config{}, nil, steps)
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions", len(sessions))
+	}
+	s := sessions[0]
+	checkInvariants(t, s)
+	if len(s.Chunks) < 4 {
+		t.Errorf("%d chunks for %d bytes, want at least 4", len(s.Chunks), total)
+	}
+	var got []byte
+	for i, c := range s.Chunks {
+		if len(c.Data) > maxChunkBytes {
+			t.Errorf("chunk %d: %d bytes, more than %d", i, len(c.Data), maxChunkBytes)
+		}
+		if c.StreamOffset != int64(len(got)) || c.ServerBytesBefore != 0 || c.Offset != 10*time.Millisecond {
+			t.Errorf("chunk %d: stream offset %d (want %d), server bytes before %d, offset %v",
+				i, c.StreamOffset, len(got), c.ServerBytesBefore, c.Offset)
+		}
+		got = append(got, c.Data...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the chunks hold %d bytes, not the %d sent", len(got), len(want))
 	}
 }

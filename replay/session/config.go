@@ -69,8 +69,10 @@ type Config struct {
 	// MergeWindow: a client segment is appended to the previous chunk when
 	// it directly follows it in the stream, the client had received no more
 	// server bytes, and it was sent at most MergeWindow after the chunk's
-	// first segment. Default DefaultMergeWindow; a negative value never
-	// merges (one chunk per delivered segment).
+	// first segment, and the chunk stays within 1 MiB (a bulk upload
+	// becomes back-to-back chunks of that size). Default
+	// DefaultMergeWindow; a negative value never merges (one chunk per
+	// delivered segment).
 	MergeWindow time.Duration
 }
 
