@@ -38,6 +38,13 @@ type Config struct {
 	MTU int
 	// TxQueueLen of the device; DefaultTxQueueLen when 0.
 	TxQueueLen int
+	// VnetHdr opens the device with IFF_VNET_HDR and turns on its checksum
+	// and TSO offloads (TUNSETOFFLOAD): every packet on the fd is preceded
+	// by a 10-byte virtio_net_hdr, TCP segments of up to 64 KiB pass in
+	// both directions whatever the MTU, and checksums are left to the
+	// kernel. The reader of the fd must speak the header
+	// (netstack.LinkOptions.VnetHdr).
+	VnetHdr bool
 
 	// ClientPrefixes are routed into the device: the addresses the replayer
 	// dials from. DefaultClientPrefixes when nil. When left nil and the

@@ -2,7 +2,8 @@
 // userspace TCP stack to the host kernel, and undoes every host change it
 // makes.
 //
-// It owns: the device (non-persistent, IFF_TUN|IFF_NO_PI, default name
+// It owns: the device (non-persistent, IFF_TUN|IFF_NO_PI, with
+// Config.VnetHdr IFF_VNET_HDR and TSO/checksum offloads; default name
 // tcopy0), its MTU (65535) and txqueuelen (10000), the routes of the client
 // ranges into it, the sysctls a target needs, the checks that refuse
 // clashing client ranges before anything is changed, and the verification

@@ -200,7 +200,7 @@ func (h *fakeHost) sysctl(key string) (string, bool, error) {
 	return v, ok, nil
 }
 
-func (h *fakeHost) createTUN(name string) (*os.File, int, error) {
+func (h *fakeHost) createTUN(name string, vnetHdr bool) (*os.File, int, error) {
 	if err := h.change("create tun %s", name); err != nil {
 		return nil, 0, err
 	}

@@ -29,8 +29,10 @@ type host interface {
 	sysctl(key string) (value string, ok bool, err error)
 
 	// createTUN creates a non-persistent TUN device named name and returns
-	// its fd (non-blocking) and interface index.
-	createTUN(name string) (f *os.File, index int, err error)
+	// its fd (non-blocking) and interface index. With vnetHdr, every
+	// packet on the fd carries a virtio_net_hdr and the device takes and
+	// gives checksum and TSO offloads (see Config.VnetHdr).
+	createTUN(name string, vnetHdr bool) (f *os.File, index int, err error)
 	// closeTUN closes the fd createTUN returned; the kernel then removes
 	// the device and everything attached to it.
 	closeTUN(f *os.File) error

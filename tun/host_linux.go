@@ -27,8 +27,8 @@ import (
 //
 // songgao/water is not used for the device: it hides the fd in an
 // io.ReadWriteCloser, leaks it when TUNSETIFF fails (the very EPERM path we
-// must report), and has no IFF_TUN_EXCL or IFF_VNET_HDR (GSO, later). The
-// two ioctls are simpler done here with x/sys/unix.
+// must report), and has no IFF_TUN_EXCL or IFF_VNET_HDR. The three ioctls
+// are simpler done here with x/sys/unix.
 type netlinkHost struct {
 	nl    *netlink.Handle
 	netns uint64 // inode of the network namespace the host was made in
@@ -148,15 +148,23 @@ func (h *netlinkHost) routeGet(dst, src netip.Addr, iif int) (route, error) {
 	return fromNetlink(rs[0]), nil
 }
 
-func (h *netlinkHost) createTUN(name string) (f *os.File, index int, err error) {
+func (h *netlinkHost) createTUN(name string, vnetHdr bool) (f *os.File, index int, err error) {
 	err = h.inOwnNetns(func() error {
-		f, index, err = h.createTUNHere(name)
+		f, index, err = h.createTUNHere(name, vnetHdr)
 		return err
 	})
 	return f, index, err
 }
 
-func (h *netlinkHost) createTUNHere(name string) (*os.File, int, error) {
+// TUNSETOFFLOAD flags (linux/if_tun.h; not in x/sys/unix): the reader of the
+// fd accepts packets with partial checksums and TCP segments beyond the MTU.
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+func (h *netlinkHost) createTUNHere(name string, vnetHdr bool) (*os.File, int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
@@ -175,13 +183,26 @@ func (h *netlinkHost) createTUNHere(name string) (*os.File, int, error) {
 	// IFF_TUN_EXCL: fail rather than attach to an existing device of that
 	// name, which we did not create and could not remove. No TUNSETPERSIST:
 	// the device lives exactly as long as this fd.
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	if vnetHdr {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EBUSY) {
 			return nil, 0, fmt.Errorf("create tun %q: a device of that name exists (another tcopy-tun running? choose another name)", name)
 		}
 		return nil, 0, permErr(fmt.Sprintf("create tun %q", name), err)
+	}
+	if vnetHdr {
+		// The kernel then hands over its own TCP segments unsegmented
+		// (up to 64 KiB whatever the MTU) and without computing their
+		// checksums, and takes ours the same way.
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+			unix.Close(fd)
+			return nil, 0, fmt.Errorf("create tun %q: set offloads: %w", name, err)
+		}
 	}
 	f := os.NewFile(uintptr(fd), "/dev/net/tun:"+name) // non-blocking: goes to the runtime poller
 	l, err := h.nl.LinkByName(name)

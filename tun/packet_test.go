@@ -110,7 +110,14 @@ var errNoReply = errors.New("no reply")
 // listener, RST from a closed port). It returns the answer's TCP flags, and
 // errNoReply when nothing came: the return path is broken.
 func probe(f *os.File, client, target netip.AddrPort, timeout time.Duration) (byte, error) {
-	if _, err := f.Write(synPacket(client, target)); err != nil {
+	return probeHdr(f, 0, client, target, timeout)
+}
+
+// probeHdr is probe on a device whose packets carry a hdr-byte prefix (a
+// virtio_net_hdr: the SYN goes with an all-zero one, which asks for no
+// offload).
+func probeHdr(f *os.File, hdr int, client, target netip.AddrPort, timeout time.Duration) (byte, error) {
+	if _, err := f.Write(append(make([]byte, hdr), synPacket(client, target)...)); err != nil {
 		return 0, fmt.Errorf("write SYN %s -> %s into the tun: %w", client, target, err)
 	}
 	deadline := time.Now().Add(timeout)
@@ -127,7 +134,10 @@ func probe(f *os.File, client, target netip.AddrPort, timeout time.Duration) (by
 		if err != nil {
 			return 0, fmt.Errorf("read the tun: %w", err)
 		}
-		src, dst, flags, ok := tcpInfo(buf[:n])
+		if n < hdr {
+			continue
+		}
+		src, dst, flags, ok := tcpInfo(buf[hdr:n])
 		if ok && src == target && dst == client {
 			return flags, nil
 		}

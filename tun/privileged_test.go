@@ -225,6 +225,34 @@ func TestPrivilegedOpen(t *testing.T) {
 	}
 }
 
+// TestPrivilegedOpenVnetHdr: with Config.VnetHdr the device speaks
+// virtio_net_hdr with offloads on, and a SYN written with a header is
+// answered with one.
+func TestPrivilegedOpenVnetHdr(t *testing.T) {
+	if !tuntest.InNetns(t) {
+		return
+	}
+	target := listen(t, "127.0.0.1")
+	d, err := Open(Config{VnetHdr: true, MTU: 1500, Targets: []netip.Addr{target.Addr()}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !d.VnetHdr() {
+		t.Error("VnetHdr() false")
+	}
+	link := run(t, "ip", "-d", "link", "show", "tcopy0")
+	if !strings.Contains(link, "tun type tun pi off vnet_hdr on persist off") {
+		t.Errorf("ip -d link show tcopy0 lacks vnet_hdr on:\n%s", link)
+	}
+	flags, err := probeHdr(d.File(), 10, netip.MustParseAddrPort("198.18.0.1:40001"), target, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	} else if flags&(tcpSYN|tcpACK) != tcpSYN|tcpACK {
+		t.Errorf("flags %#x, want SYN-ACK", flags)
+	}
+}
+
 // TestPrivilegedReturnPath measures what a target needs: rp_filter in every
 // mode leaves the return path working, and route_localnet on the device is
 // what a loopback target depends on.

@@ -23,10 +23,11 @@ import (
 // it. Only the outside interface's forwarding switch (Config.Forward)
 // outlives a killed process.
 type Device struct {
-	name  string
-	index int
-	mtu   int
-	file  *os.File
+	name    string
+	index   int
+	mtu     int
+	file    *os.File
+	vnetHdr bool
 
 	h    host
 	logf Logf
@@ -50,6 +51,10 @@ func (d *Device) Index() int { return d.index }
 
 // MTU is the device's MTU: the largest IP packet it carries.
 func (d *Device) MTU() int { return d.mtu }
+
+// VnetHdr reports whether packets on the device's fd carry a virtio_net_hdr
+// (Config.VnetHdr).
+func (d *Device) VnetHdr() bool { return d.vnetHdr }
 
 // File is the device's fd, in non-blocking mode and registered with the Go
 // runtime poller: Read returns one IP packet, Write sends one (no packet
@@ -166,7 +171,7 @@ func open(cfg Config, h host) (_ *Device, err error) {
 		return fmt.Errorf("open tun %q: "+format, append([]any{cfg.Name}, args...)...)
 	}
 
-	f, index, err := h.createTUN(cfg.Name)
+	f, index, err := h.createTUN(cfg.Name, cfg.VnetHdr)
 	if err != nil {
 		var pe *PermissionError
 		if errors.As(err, &pe) {
@@ -174,7 +179,7 @@ func open(cfg Config, h host) (_ *Device, err error) {
 		}
 		return nil, fmt.Errorf("open tun: %w", err)
 	}
-	d.file, d.index = f, index
+	d.file, d.index, d.vnetHdr = f, index, cfg.VnetHdr
 	cfg.Logf("tun: created %s (index %d, not persistent: it goes away with this process)", cfg.Name, index)
 	d.push("close tun "+cfg.Name, func() error {
 		err := h.closeTUN(f)

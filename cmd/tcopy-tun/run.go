@@ -416,8 +416,11 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 		targets = append(targets, t.Addr())
 	}
 	tcfg := tun.Config{
-		Name:              f.tunName,
-		MTU:               f.mtu,
+		Name: f.tunName,
+		MTU:  f.mtu,
+		// Offloads (GSO and checksums) where the link speaks vnet
+		// headers: fewer, larger packets at any MTU.
+		VnetHdr:           f.link == netstack.LinkBatch,
 		ClientPrefixes:    clientPrefixes(f),
 		Targets:           targets,
 		Forward:           f.forward,
@@ -431,7 +434,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 	if err != nil {
 		return nil, nil, setupError{err}
 	}
-	ep, err := netstack.NewLinkEndpoint(f.link, dev.Fd(), uint32(dev.MTU()))
+	ep, err := netstack.NewLinkEndpointOpts(f.link, dev.Fd(), uint32(dev.MTU()), netstack.LinkOptions{VnetHdr: dev.VnetHdr()})
 	if err != nil {
 		dev.Close()
 		return nil, nil, fmt.Errorf("link endpoint on %s: %w", dev.Name(), err)
