@@ -178,6 +178,67 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 }
 
+// ReadNow reads what has arrived without waiting: it returns 0, nil when
+// nothing has, io.EOF after the peer's FIN. It implements replay.PollConn,
+// with ReadReady.
+func (c *Conn) ReadNow(b []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.isClosed() {
+		return 0, c.opError("read", net.ErrClosed)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.readBuf = b
+	res, err := c.ep.Read(&c.readBuf, tcpip.ReadOptions{})
+	c.readBuf = nil
+	switch err.(type) {
+	case nil:
+		if res.Count > 0 {
+			c.ep.ModerateRecvBuf(res.Count)
+		}
+		return res.Count, nil
+	case *tcpip.ErrWouldBlock:
+		return 0, nil
+	case *tcpip.ErrClosedForReceive:
+		return 0, io.EOF
+	default:
+		return 0, c.opError("read", convertError("read", err))
+	}
+}
+
+// WriteNow writes as much of b as the send buffer takes, without waiting:
+// it may return less than len(b) (0, nil when the buffer is full). It
+// implements replay.PollConn, with WriteReady.
+func (c *Conn) WriteNow(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.isClosed() {
+		return 0, c.opError("write", net.ErrClosed)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.writeBuf.Reset(b)
+	m, err := c.ep.Write(&c.writeBuf, tcpip.WriteOptions{})
+	c.writeBuf.Reset(nil)
+	switch err.(type) {
+	case nil, *tcpip.ErrWouldBlock:
+		return int(m), nil
+	default:
+		return int(m), c.opError("write", convertError("write", err))
+	}
+}
+
+// ReadReady receives a token when the conn may have become readable, or
+// hung up. Tokens may be stale, none is lost; a blocked Read consumes them
+// too, so use either ReadReady or Read.
+func (c *Conn) ReadReady() <-chan struct{} { return c.readCh }
+
+// WriteReady is ReadReady for writability.
+func (c *Conn) WriteReady() <-chan struct{} { return c.writeCh }
+
 // CloseWrite sends a FIN after the queued data; reading continues.
 func (c *Conn) CloseWrite() error {
 	if c.isClosed() {

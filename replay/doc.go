@@ -48,14 +48,18 @@
 //     capture end → Close.
 //
 // Pipelined chunks (no server bytes between them) go back to back. Nothing
-// polls: the reader goroutine signals the owner through a channel when a
-// turn's byte count is reached, and every deadline is one Clock timer. Chunk
+// polls: on a PollConn (the netstack's conns) the owner itself reads
+// whenever it waits — for a turn, a start time, room in the send buffer, the
+// close — woken by the conn's readiness channel; on other conns (kernel
+// sockets) a reader goroutine signals the owner through a channel when a
+// turn's byte count is reached. Every deadline is one Clock timer. Chunk
 // lateness (due → written) and start lateness are kept in histograms.
 //
 // # Concurrency and shutdown
 //
 // Run owns every goroutine it starts: one per pending session (the owner,
-// which writes and closes) plus one reader per connection, all ended before
+// which writes and closes) plus, for conns that are not PollConns, one
+// reader per connection, all ended before
 // Run returns. Memory is bounded by MaxPending sessions: the producer of the
 // channel blocks meanwhile. On ctx cancellation Run stops reading and
 // admitting, aborts sessions in flight with an RST (their context ends, which

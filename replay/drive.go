@@ -30,9 +30,11 @@ const readBufSize = 32 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-// sessRun drives one admitted session. Two goroutines work on it: the owner
-// (schedule → drive → play) writes chunks and closes, the reader drains the
-// target. They share only rx.
+// sessRun drives one admitted session. The owner goroutine (schedule →
+// drive → play) writes chunks and closes. The target's bytes are read by a
+// reader goroutine — or, on a PollConn, by the owner itself whenever it
+// waits (drain), so that an answer reaches it without a goroutine hand-off.
+// Either way they are recorded in rx.
 type sessRun struct {
 	p     *passRun
 	cfg   *Config
@@ -47,9 +49,13 @@ type sessRun struct {
 	res   Result
 
 	rx         rxState
-	short      int64       // captured server bytes the target did not send (quiet turns)
-	sentAt     int64       // target bytes received when the last chunk was written
-	closedByUs atomic.Bool // set before Close/Abort: later read errors are ours
+	poll       PollConn        // set when conn is one: the owner reads, no reader goroutine
+	ready      <-chan struct{} // poll.ReadReady(), or nil (never ready) without poll
+	buf        []byte          // the owner's read buffer with poll
+	readDone   bool            // with poll: the read side has ended (owner only)
+	short      int64           // captured server bytes the target did not send (quiet turns)
+	sentAt     int64           // target bytes received when the last chunk was written
+	closedByUs atomic.Bool     // set before Close/Abort: later read errors are ours
 	readerDone chan struct{}
 }
 
@@ -154,10 +160,19 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 
 	sr.timer = clock.NewTimer(time.Hour)
 	sr.timer.Stop()
-	go sr.read()
+	if pc, ok := conn.(PollConn); ok {
+		sr.poll, sr.ready = pc, pc.ReadReady()
+		bp := readBufs.Get().(*[]byte)
+		defer readBufs.Put(bp)
+		sr.buf = *bp
+	} else {
+		go sr.read()
+	}
 	err = sr.play()
 	sr.closeConn()
-	<-sr.readerDone
+	if sr.poll == nil {
+		<-sr.readerDone
+	}
 	sr.rx.mu.Lock()
 	sr.res.BytesReceived = sr.rx.n
 	sr.rx.mu.Unlock()
@@ -206,46 +221,114 @@ func classify(err error) Outcome {
 	return Other
 }
 
-// read drains the target until EOF or an error, hands every byte to the
-// observer and tells the owner about progress.
+// read drains the target until EOF or an error (the reader goroutine, for
+// conns that are not PollConns).
 func (sr *sessRun) read() {
 	defer close(sr.readerDone)
 	growStack()
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	buf := *bp
-	rx := &sr.rx
 	for {
 		n, err := sr.conn.Read(buf)
 		if n > 0 {
-			if sr.obs != nil {
-				sr.obs.Received(buf[:n])
-			}
-			now := sr.clock.Now()
-			wake := false
-			rx.mu.Lock()
-			rx.n += int64(n)
-			rx.last = now
-			if !rx.met && rx.n >= rx.need {
-				rx.met, rx.metAt, wake = true, now, true
-			}
-			if !rx.answered && rx.n > rx.prev {
-				rx.answered, wake = true, true
-			}
-			rx.mu.Unlock()
-			if wake {
-				rx.notify()
-			}
+			sr.received(buf[:n])
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = nil
-			}
-			rx.mu.Lock()
-			rx.closed, rx.err = true, err
-			rx.mu.Unlock()
-			rx.notify()
+			sr.readEnded(err)
 			return
+		}
+	}
+}
+
+// drain reads, on the owner goroutine, what has arrived on a PollConn.
+func (sr *sessRun) drain() {
+	for !sr.readDone {
+		n, err := sr.poll.ReadNow(sr.buf)
+		if n > 0 {
+			sr.received(sr.buf[:n])
+		}
+		if err != nil {
+			sr.readDone = true
+			sr.readEnded(err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// drainReady drains if the conn has signalled data since the last drain:
+// before a decision that depends on what has arrived.
+func (sr *sessRun) drainReady() {
+	select {
+	case <-sr.ready:
+		sr.drain()
+	default:
+	}
+}
+
+// received hands bytes from the target to the observer and tells the owner
+// about progress.
+func (sr *sessRun) received(p []byte) {
+	if sr.obs != nil {
+		sr.obs.Received(p)
+	}
+	rx := &sr.rx
+	now := sr.clock.Now()
+	wake := false
+	rx.mu.Lock()
+	rx.n += int64(len(p))
+	rx.last = now
+	if !rx.met && rx.n >= rx.need {
+		rx.met, rx.metAt, wake = true, now, true
+	}
+	if !rx.answered && rx.n > rx.prev {
+		rx.answered, wake = true, true
+	}
+	rx.mu.Unlock()
+	if wake && sr.poll == nil { // with poll the owner itself is reading
+		rx.notify()
+	}
+}
+
+// readEnded records the end of the read side: EOF (nil) or an error.
+func (sr *sessRun) readEnded(err error) {
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	rx := &sr.rx
+	rx.mu.Lock()
+	rx.closed, rx.err = true, err
+	rx.mu.Unlock()
+	if sr.poll == nil {
+		rx.notify()
+	}
+}
+
+// write writes b whole. On a PollConn the owner reads while the send buffer
+// is full: a target that answers as it reads must not stall the upload.
+func (sr *sessRun) write(b []byte) (int, error) {
+	if sr.poll == nil {
+		return sr.conn.Write(b)
+	}
+	n := 0
+	for {
+		m, err := sr.poll.WriteNow(b[n:])
+		n += m
+		if err != nil || n == len(b) {
+			return n, err
+		}
+		if m > 0 {
+			continue // the buffer took some: try the rest before waiting
+		}
+		select {
+		case <-sr.poll.WriteReady():
+		case <-sr.ready:
+			sr.drain()
+		case <-sr.ctx.Done():
+			return n, context.Cause(sr.ctx)
 		}
 	}
 }
@@ -270,7 +353,7 @@ func (sr *sessRun) play() error {
 		sr.rx.mu.Lock()
 		sr.sentAt = sr.rx.n
 		sr.rx.mu.Unlock()
-		n, err := sr.conn.Write(c.Data)
+		n, err := sr.write(c.Data)
 		sr.res.BytesSent += int64(n)
 		if err != nil {
 			return sr.writeError(i, err)
@@ -321,6 +404,7 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		timeReady = later(turnStart, at)
 	}
 	for {
+		sr.drainReady()
 		rx.mu.Lock()
 		if rx.met {
 			ready := later(timeReady, rx.metAt)
@@ -355,6 +439,8 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		sr.timer.Reset(deadline.Sub(now))
 		select {
 		case <-rx.wake:
+		case <-sr.ready:
+			sr.drain()
 		case <-sr.timer.C():
 		case <-sr.ctx.Done():
 			sr.timer.Stop()
@@ -367,12 +453,16 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 // sleep waits d on the clock unless the session ends first.
 func (sr *sessRun) sleep(d time.Duration) error {
 	sr.timer.Reset(d)
-	select {
-	case <-sr.timer.C():
-		return nil
-	case <-sr.ctx.Done():
-		sr.timer.Stop()
-		return context.Cause(sr.ctx)
+	for {
+		select {
+		case <-sr.timer.C():
+			return nil
+		case <-sr.ready:
+			sr.drain() // keep reading meanwhile (PollConn)
+		case <-sr.ctx.Done():
+			sr.timer.Stop()
+			return context.Cause(sr.ctx)
+		}
 	}
 }
 
@@ -417,6 +507,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	if err != nil {
 		return err
 	}
+	sr.drainReady() // a FIN that came with the answer
 	sr.rx.mu.Lock()
 	closed, rerr := sr.rx.closed, sr.rx.err
 	sr.rx.mu.Unlock()
@@ -484,13 +575,26 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 func (sr *sessRun) waitClosed() bool {
 	sr.timer.Reset(sr.cfg.CloseTimeout)
 	defer sr.timer.Stop()
-	select {
-	case <-sr.readerDone:
-		return true
-	case <-sr.timer.C():
-		return false
-	case <-sr.ctx.Done():
-		return false
+	done := sr.readerDone
+	if sr.poll != nil {
+		done = nil // the owner reads: it sees the end itself
+	}
+	for {
+		if sr.poll != nil {
+			sr.drain()
+			if sr.readDone {
+				return true
+			}
+		}
+		select {
+		case <-done:
+			return true
+		case <-sr.ready:
+		case <-sr.timer.C():
+			return false
+		case <-sr.ctx.Done():
+			return false
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package replay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -18,10 +19,11 @@ import (
 // writes to a fully closed peer provoke a reset, and errors wrap the errno as
 // the kernel's do. Buffers are unbounded, so writes never block.
 type memPair struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	dir  [2]memDir // dir[i]: bytes written by end i, read by end 1-i
-	rst  bool
+	mu    sync.Mutex
+	cond  *sync.Cond
+	dir   [2]memDir // dir[i]: bytes written by end i, read by end 1-i
+	rst   bool
+	ready [2]chan struct{} // ready[i]: end i may have become readable
 }
 
 type memDir struct {
@@ -38,10 +40,66 @@ type memConn struct {
 }
 
 func newMemPair(client, server netip.AddrPort) (*memConn, *memConn) {
-	p := &memPair{}
+	p := &memPair{ready: [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}}
 	p.cond = sync.NewCond(&p.mu)
 	return &memConn{p, 0, client, server}, &memConn{p, 1, server, client}
 }
+
+// broadcast wakes blocked Reads and gives both ends a ReadReady token.
+func (p *memPair) broadcast() {
+	p.cond.Broadcast()
+	for _, ch := range p.ready {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// memPoll makes memDialer hand out PollConns, so the engine reads on the
+// session's owner goroutine instead of a reader goroutine. TestMain runs
+// every test in both modes.
+var memPoll bool
+
+func TestMain(m *testing.M) {
+	if code := m.Run(); code != 0 {
+		os.Exit(code)
+	}
+	fmt.Println("again, with memory conns that are PollConns (the owner reads):")
+	memPoll = true
+	os.Exit(m.Run())
+}
+
+// memPollConn is a memConn that is a PollConn. Its writes never block
+// (memPair buffers are unbounded), so WriteReady never fires.
+type memPollConn struct{ *memConn }
+
+var _ PollConn = memPollConn{}
+
+// ReadNow is Read without the wait.
+func (c memPollConn) ReadNow(b []byte) (int, error) {
+	p := c.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	in := c.in()
+	switch {
+	case in.closed:
+		return 0, &net.OpError{Op: "read", Net: "mem", Err: net.ErrClosed}
+	case len(in.buf) > 0:
+		n := copy(b, in.buf)
+		in.buf = in.buf[n:]
+		return n, nil
+	case p.rst:
+		return 0, opErr("read", syscall.ECONNRESET)
+	case in.fin:
+		return 0, io.EOF
+	}
+	return 0, nil
+}
+
+func (c memPollConn) WriteNow(b []byte) (int, error) { return c.Write(b) }
+func (c memPollConn) ReadReady() <-chan struct{}     { return c.p.ready[c.me] }
+func (c memPollConn) WriteReady() <-chan struct{}    { return nil }
 
 func opErr(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "mem", Err: os.NewSyscallError(op, errno)}
@@ -88,11 +146,11 @@ func (c *memConn) Write(b []byte) (int, error) {
 	case out.closed:
 		// The peer is gone: the segment is answered with an RST.
 		p.rst = true
-		p.cond.Broadcast()
+		p.broadcast()
 		return len(b), nil
 	}
 	out.buf = append(out.buf, b...)
-	p.cond.Broadcast()
+	p.broadcast()
 	return len(b), nil
 }
 
@@ -101,7 +159,7 @@ func (c *memConn) CloseWrite() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c.out().fin = true
-	p.cond.Broadcast()
+	p.broadcast()
 	return nil
 }
 
@@ -118,7 +176,7 @@ func (c *memConn) Close() error {
 		p.rst = true // closing with unread data resets, as in Linux
 	}
 	c.out().fin = true
-	p.cond.Broadcast()
+	p.broadcast()
 	return nil
 }
 
@@ -129,7 +187,7 @@ func (c *memConn) Abort() error {
 	defer p.mu.Unlock()
 	c.in().closed = true
 	p.rst = true
-	p.cond.Broadcast()
+	p.broadcast()
 	return nil
 }
 
@@ -204,6 +262,9 @@ func (d *memDialer) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.C
 			d.serve(sc, rec)
 		}
 	}()
+	if memPoll {
+		return memPollConn{cc}, nil
+	}
 	return cc, nil
 }
 

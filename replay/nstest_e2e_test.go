@@ -207,3 +207,54 @@ func TestNetstackFailures(t *testing.T) {
 		t.Errorf("summary failures %+v", sum.Failed)
 	}
 }
+
+// TestNetstackEchoWhileUploading: a target that answers while it is still
+// reading (an echo) and a 24 MiB upload in one chunk, far beyond both
+// stacks' buffers. The session owner reads while its write waits for room
+// (PollConn); a writer that did not would stop reading, the target would
+// stop reading once its answers filled our window, and the session would
+// hang until its timeout.
+func TestNetstackEchoWhileUploading(t *testing.T) {
+	pair := nstest.NewPair(t, nstest.Options{})
+	target := netip.MustParseAddrPort("10.77.0.2:7")
+	ln, err := pair.Listen(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c) // echo until the client's FIN
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+
+	data := []byte(strings.Repeat("0123456789abcdef", 24<<16)) // 24 MiB
+	s := &session.Session{ID: 0, Server: netip.MustParseAddrPort("10.0.0.1:7"),
+		Client: netip.MustParseAddrPort("192.0.2.1:40000"), Start: fakeEpoch, End: session.EndClientFIN,
+		Chunks:      []session.Chunk{{Data: data}},
+		ClientBytes: int64(len(data)), ServerBytes: int64(len(data)), ServerData: data}
+	ch := make(chan *session.Session, 1)
+	ch <- s
+	close(ch)
+	obs := newRecObserver()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sum, err := Run(ctx, Config{Dialer: pair.Client, Target: target, Speed: SpeedMax, Observer: obs,
+		QuietTimeout: 5 * time.Second, SessionTimeout: 30 * time.Second, Logf: t.Logf}, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Succeeded != 1 || sum.BytesReceived != int64(len(data)) {
+		t.Fatalf("summary: %+v", sum)
+	}
+	if got := obs.got(0); got != string(data) {
+		t.Errorf("echo differs: %d bytes back of %d", len(got), len(data))
+	}
+}

@@ -314,7 +314,13 @@ func TestRateLimit(t *testing.T) {
 	at = append(at, (<-d.dialed).At.Sub(fakeEpoch))
 	for i := 1; i < 4; i++ {
 		// Every later session has its slot reserved: 100, 200, 300 ms.
-		clock.waitTimer(t, fakeEpoch.Add(time.Duration(i)*100*time.Millisecond))
+		// Wait until all the remaining ones are armed before moving the
+		// clock: a session reserves its slot, then arms a timer for the
+		// time left, and an Advance in between would push its timer
+		// later (the test's race, not the engine's).
+		for j := i; j < 4; j++ {
+			clock.waitTimer(t, fakeEpoch.Add(time.Duration(j)*100*time.Millisecond))
+		}
 		if n := len(d.records()); n != i {
 			t.Fatalf("%d dials before %d ms", n, i*100)
 		}
