@@ -118,28 +118,54 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		c.readBuf = b
-		res, err := c.ep.Read(&c.readBuf, tcpip.ReadOptions{})
-		c.readBuf = nil
-		switch err.(type) {
-		case nil:
-			if res.Count > 0 {
-				// Feed receive-buffer moderation (auto-tuning), as gonet
-				// does: it sizes the window from what the reader consumes.
-				c.ep.ModerateRecvBuf(res.Count)
-			}
-			return res.Count, nil
-		case *tcpip.ErrWouldBlock:
-			select {
-			case <-c.readCh:
-			case <-c.rd.expired():
-			case <-c.done:
-			}
-		case *tcpip.ErrClosedForReceive:
-			return 0, io.EOF
-		default:
-			return 0, c.opError("read", convertError("read", err))
+		n, wait, err := c.tryRead(b)
+		if !wait {
+			return n, err
 		}
+		select {
+		case <-c.readCh:
+		case <-c.rd.expired():
+		case <-c.done:
+		}
+	}
+}
+
+// ReadNow reads what has arrived without waiting: it returns 0, nil when
+// nothing has, io.EOF after the peer's FIN. It implements replay.PollConn,
+// with ReadReady.
+func (c *Conn) ReadNow(b []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.isClosed() {
+		return 0, c.opError("read", net.ErrClosed)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, err := c.tryRead(b)
+	return n, err
+}
+
+// tryRead is one read from the endpoint; wait says nothing has arrived.
+// The caller holds readMu.
+func (c *Conn) tryRead(b []byte) (n int, wait bool, err error) {
+	c.readBuf = b
+	res, terr := c.ep.Read(&c.readBuf, tcpip.ReadOptions{})
+	c.readBuf = nil
+	switch terr.(type) {
+	case nil:
+		if res.Count > 0 {
+			// Feed receive-buffer moderation (auto-tuning), as gonet
+			// does: it sizes the window from what the reader consumes.
+			c.ep.ModerateRecvBuf(res.Count)
+		}
+		return res.Count, false, nil
+	case *tcpip.ErrWouldBlock:
+		return 0, true, nil
+	case *tcpip.ErrClosedForReceive:
+		return 0, false, io.EOF
+	default:
+		return 0, false, c.opError("read", convertError("read", terr))
 	}
 }
 
@@ -160,51 +186,18 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if n == len(b) {
 			return n, nil
 		}
-		c.writeBuf.Reset(b[n:])
-		m, err := c.ep.Write(&c.writeBuf, tcpip.WriteOptions{})
-		c.writeBuf.Reset(nil)
-		n += int(m)
-		switch err.(type) {
-		case nil:
-		case *tcpip.ErrWouldBlock:
+		m, wait, err := c.tryWrite(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if wait {
 			select {
 			case <-c.writeCh:
 			case <-c.wd.expired():
 			case <-c.done:
 			}
-		default:
-			return n, c.opError("write", convertError("write", err))
 		}
-	}
-}
-
-// ReadNow reads what has arrived without waiting: it returns 0, nil when
-// nothing has, io.EOF after the peer's FIN. It implements replay.PollConn,
-// with ReadReady.
-func (c *Conn) ReadNow(b []byte) (int, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if c.isClosed() {
-		return 0, c.opError("read", net.ErrClosed)
-	}
-	if len(b) == 0 {
-		return 0, nil
-	}
-	c.readBuf = b
-	res, err := c.ep.Read(&c.readBuf, tcpip.ReadOptions{})
-	c.readBuf = nil
-	switch err.(type) {
-	case nil:
-		if res.Count > 0 {
-			c.ep.ModerateRecvBuf(res.Count)
-		}
-		return res.Count, nil
-	case *tcpip.ErrWouldBlock:
-		return 0, nil
-	case *tcpip.ErrClosedForReceive:
-		return 0, io.EOF
-	default:
-		return 0, c.opError("read", convertError("read", err))
 	}
 }
 
@@ -220,14 +213,23 @@ func (c *Conn) WriteNow(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	n, _, err := c.tryWrite(b)
+	return n, err
+}
+
+// tryWrite is one write to the endpoint; wait says the send buffer is full
+// (after n bytes). The caller holds writeMu.
+func (c *Conn) tryWrite(b []byte) (n int, wait bool, err error) {
 	c.writeBuf.Reset(b)
-	m, err := c.ep.Write(&c.writeBuf, tcpip.WriteOptions{})
+	m, terr := c.ep.Write(&c.writeBuf, tcpip.WriteOptions{})
 	c.writeBuf.Reset(nil)
-	switch err.(type) {
-	case nil, *tcpip.ErrWouldBlock:
-		return int(m), nil
+	switch terr.(type) {
+	case nil:
+		return int(m), false, nil
+	case *tcpip.ErrWouldBlock:
+		return int(m), true, nil
 	default:
-		return int(m), c.opError("write", convertError("write", err))
+		return int(m), false, c.opError("write", convertError("write", terr))
 	}
 }
 

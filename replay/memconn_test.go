@@ -78,23 +78,10 @@ var _ PollConn = memPollConn{}
 
 // ReadNow is Read without the wait.
 func (c memPollConn) ReadNow(b []byte) (int, error) {
-	p := c.p
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	in := c.in()
-	switch {
-	case in.closed:
-		return 0, &net.OpError{Op: "read", Net: "mem", Err: net.ErrClosed}
-	case len(in.buf) > 0:
-		n := copy(b, in.buf)
-		in.buf = in.buf[n:]
-		return n, nil
-	case p.rst:
-		return 0, opErr("read", syscall.ECONNRESET)
-	case in.fin:
-		return 0, io.EOF
-	}
-	return 0, nil
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	n, _, err := c.readLocked(b)
+	return n, err
 }
 
 func (c memPollConn) WriteNow(b []byte) (int, error) { return c.Write(b) }
@@ -113,22 +100,30 @@ func (c *memConn) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		in := c.in()
-		switch {
-		case in.closed:
-			return 0, &net.OpError{Op: "read", Net: "mem", Err: net.ErrClosed}
-		case len(in.buf) > 0:
-			// Linux hands out data queued before an RST, then the error.
-			n := copy(b, in.buf)
-			in.buf = in.buf[n:]
-			return n, nil
-		case p.rst:
-			return 0, opErr("read", syscall.ECONNRESET)
-		case in.fin:
-			return 0, io.EOF
+		if n, wait, err := c.readLocked(b); !wait {
+			return n, err
 		}
 		p.cond.Wait()
 	}
+}
+
+// readLocked is one read; wait says nothing has arrived yet.
+func (c *memConn) readLocked(b []byte) (n int, wait bool, err error) {
+	in := c.in()
+	switch {
+	case in.closed:
+		return 0, false, &net.OpError{Op: "read", Net: "mem", Err: net.ErrClosed}
+	case len(in.buf) > 0:
+		// Linux hands out data queued before an RST, then the error.
+		n := copy(b, in.buf)
+		in.buf = in.buf[n:]
+		return n, false, nil
+	case c.p.rst:
+		return 0, false, opErr("read", syscall.ECONNRESET)
+	case in.fin:
+		return 0, false, io.EOF
+	}
+	return 0, true, nil
 }
 
 func (c *memConn) Write(b []byte) (int, error) {
