@@ -25,10 +25,6 @@ import (
 // not pin unbounded memory.
 const batchQueueLen = 8192
 
-// readBufSize holds the largest IP packet a TUN can deliver, plus a
-// virtio_net_hdr.
-const readBufSize = 1<<16 + vnetHdrSize
-
 // virtio_net_hdr (linux/virtio_net.h), the header IFF_VNET_HDR puts in front
 // of every packet on a TUN: flags, gso_type, hdr_len, gso_size, csum_start,
 // csum_offset; little endian.
@@ -206,21 +202,36 @@ func (e *batchEndpoint) IsAttached() bool {
 // goroutine hop (as in fdbased) sits on the receive path.
 func (e *batchEndpoint) readLoop(d stack.NetworkDispatcher) {
 	defer e.wg.Done()
-	buf := make([]byte, readBufSize)
+	// Packets are read into a view of gVisor's buffer pool. A large one is
+	// handed to the stack in that view, uncopied (bulk transfers: 64 KiB
+	// segments); a small one is copied into a buffer of its size, so that
+	// a short segment waiting in a receive queue does not pin 64 KiB, and
+	// the view is read into again.
+	view := buffer.NewViewSize(maxPacket)
+	defer func() { view.Release() }()
+	var hdr [vnetHdrSize]byte // offloads only: see below
+	iov := make([]unix.Iovec, 0, 2)
 	var rerr error
 	// One closure for the goroutine's lifetime: RawConn.Read takes a func
 	// and a fresh closure per call would allocate.
 	read := func(fd uintptr) bool {
 		// Drain everything that is ready in one poller wake-up.
 		for !e.stopping.Load() {
-			n, err := unix.Read(int(fd), buf)
+			data := view.AsSlice()
+			iov = iov[:0]
+			if e.vnetHdr {
+				iov = appendIovec(iov, hdr[:])
+			}
+			iov = appendIovec(iov, data)
+			r, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			n := int(r)
 			switch {
-			case err == unix.EAGAIN:
+			case errno == unix.EAGAIN:
 				return false // park in the poller until readable
-			case err == unix.EINTR:
+			case errno == unix.EINTR:
 				continue
-			case err != nil:
-				rerr = err
+			case errno != 0:
+				rerr = errno
 				return true
 			case n == 0:
 				rerr = errors.New("end of file")
@@ -234,10 +245,15 @@ func (e *batchEndpoint) readLoop(d stack.NetworkDispatcher) {
 				if n <= vnetHdrSize {
 					continue
 				}
-				e.deliver(d, buf[vnetHdrSize:n])
+				n -= vnetHdrSize
+			}
+			if n < zeroCopyMin {
+				e.deliver(d, data, buffer.MakeWithData(data[:n]))
 				continue
 			}
-			e.deliver(d, buf[:n])
+			view.CapLength(n)
+			e.deliver(d, data, buffer.MakeWithView(view))
+			view = buffer.NewViewSize(maxPacket)
 		}
 		return true
 	}
@@ -254,17 +270,34 @@ func (e *batchEndpoint) readLoop(d stack.NetworkDispatcher) {
 	}
 }
 
-func (e *batchEndpoint) deliver(d stack.NetworkDispatcher, b []byte) {
+// maxPacket is the largest IP packet, and the largest chunk gVisor's
+// buffer pool keeps.
+const maxPacket = 1 << 16
+
+// zeroCopyMin: packets from this size on are delivered in the view they
+// were read into (see readLoop).
+const zeroCopyMin = 16 << 10
+
+func appendIovec(iov []unix.Iovec, b []byte) []unix.Iovec {
+	var vec unix.Iovec
+	vec.Base = &b[0]
+	vec.SetLen(len(b))
+	return append(iov, vec)
+}
+
+// deliver injects one packet; ip is its first bytes (for the version).
+func (e *batchEndpoint) deliver(d stack.NetworkDispatcher, ip []byte, payload buffer.Buffer) {
 	var proto tcpip.NetworkProtocolNumber
-	switch header.IPVersion(b) {
+	switch header.IPVersion(ip) {
 	case header.IPv4Version:
 		proto = header.IPv4ProtocolNumber
 	case header.IPv6Version:
 		proto = header.IPv6ProtocolNumber
 	default:
+		payload.Release()
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }
@@ -309,7 +342,7 @@ func (e *batchEndpoint) writeLoop(stop chan struct{}) {
 	defer e.wg.Done()
 	var batch []*stack.PacketBuffer
 	iov := make([]unix.Iovec, 0, 16)
-	scratch := make([]byte, 0, readBufSize)
+	scratch := make([]byte, 0, maxPacket)
 	var next int
 	var vhdr [vnetHdrSize]byte // one packet is written at a time
 	final := false
