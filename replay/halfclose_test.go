@@ -21,20 +21,10 @@ func TestHalfCloseReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, _ := io.ReadAll(c) // until the client's FIN
-				c.Write([]byte("got " + string(req)))
-			}()
-		}
-	}()
+	serveEach(t, ln, func(c net.Conn) {
+		req, _ := io.ReadAll(c) // until the client's FIN
+		c.Write([]byte("got " + string(req)))
+	})
 	s := &session.Session{
 		Client: netip.MustParseAddrPort("10.0.0.1:40000"), Server: netip.MustParseAddrPort("10.0.0.2:7"),
 		Chunks:                []session.Chunk{{Data: []byte("QUIT\n")}},

@@ -269,6 +269,30 @@ func (d *memDialer) records() []dialRec {
 	return append([]dialRec(nil), d.recs...)
 }
 
+// serveEach accepts on ln until it is closed and runs handle on each conn
+// in its own goroutine, closing the conn after it. The listener is closed
+// and the handlers are waited for at the end of the test.
+func serveEach(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+}
+
 // readN reads exactly n bytes or fails the test (from a server goroutine:
 // Errorf, not Fatalf).
 func readN(t testing.TB, c net.Conn, n int) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -168,19 +169,10 @@ func TestNetstackFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.ReadFull(c, make([]byte, 4))
-				c.(interface{ Abort() error }).Abort()
-			}()
-		}
-	}()
+	serveEach(t, ln, func(c net.Conn) {
+		io.ReadFull(c, make([]byte, 4))
+		c.(interface{ Abort() error }).Abort()
+	})
 	closedPort := netip.MustParseAddrPort("10.77.0.2:9001")
 	mk := func(id uint64, server netip.AddrPort) *session.Session {
 		return &session.Session{ID: id, Server: server, Client: netip.MustParseAddrPort("192.0.2.1:1234"),
@@ -221,19 +213,9 @@ func TestNetstackEchoWhileUploading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c) // echo until the client's FIN
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	serveEach(t, ln, func(c net.Conn) {
+		io.Copy(c, c) // echo until the client's FIN
+	})
 
 	data := []byte(strings.Repeat("0123456789abcdef", 24<<16)) // 24 MiB
 	s := &session.Session{ID: 0, Server: netip.MustParseAddrPort("10.0.0.1:7"),
