@@ -54,7 +54,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	var n, sessions int64
 	for b.Loop() {
-		bl := session.NewBuilder(session.Config{}, func(*session.Session) { sessions++ })
+		bl := session.NewBuilder(session.Config{}, session.Collect(func(*session.Session) { sessions++ }))
 		for i := range pkts {
 			bl.Add(&pkts[i])
 		}

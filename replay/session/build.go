@@ -8,7 +8,7 @@ import (
 )
 
 // Build reads r to its end through a Builder with cfg, calling emit for each
-// session as soon as it is complete in the capture, and returns the
+// complete session (see Collect) as soon as it ends in the capture, and returns the
 // Builder's counters. It does not close r.
 //
 // At the end of the capture (io.EOF, which includes a capture cut short in
@@ -19,7 +19,7 @@ import (
 // not act on part of a damaged capture has to hold them until Build
 // returns.
 func Build(r *capture.Reader, cfg Config, emit func(*Session)) (Stats, error) {
-	b := NewBuilder(cfg, emit)
+	b := NewBuilder(cfg, Collect(emit))
 	err := b.ReadFrom(r)
 	b.Close()
 	return b.Stats(), err

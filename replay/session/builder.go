@@ -48,18 +48,20 @@ type Stats struct {
 	Open, MaxOpen, Closed int
 }
 
-// Builder rebuilds sessions from the TCP segments of a capture.
+// Builder rebuilds sessions from the TCP segments of a capture and streams
+// them to a Sink: a session's Head when it starts, its chunks as they are
+// sealed, its End when it ends (see Sink and Feed; Collect rebuilds complete
+// sessions).
 //
 // Feed it every segment in capture order with Add, then call Close. It calls
-// emit synchronously from Add or Close each time a session is complete in
-// the capture, so memory follows the connections that are open at a point
-// of the capture, not its size.
+// the Sink synchronously from Add, Advance and Close, so memory follows the
+// connections that are open at a point of the capture, not its size.
 //
-// A Builder is not safe for concurrent use. emit must not call Add or
-// Close. The *Session passed to emit is owned by the callee.
+// A Builder is not safe for concurrent use. The Sink and its Feeds must not
+// call Add, Advance or Close.
 type Builder struct {
 	cfg     Config
-	emit    func(*Session)
+	sink    Sink
 	servers serverSet
 
 	conns     map[connKey]*conn
@@ -75,21 +77,30 @@ type Builder struct {
 	begun  bool
 	closed bool
 
-	emitted uint64
+	begins  uint64 // sessions begun: the next Head.ID
+	emitted uint64 // sessions ended: the next Tail.EndSeq
 	run     []item // scratch: deliveries of the current step, committed in order
 	stats   Stats
+
+	// hosts lists the open sessions of each client host, for Head.Peers.
+	hosts map[netip.Addr][]*conn
+	// sealQ holds the pending chunks of a live capture in the order their
+	// merge window ends (see sealDue).
+	sealQ    []sealRef
+	sealHead int
 }
 
-// NewBuilder returns a Builder that hands each completed session to emit.
-func NewBuilder(cfg Config, emit func(*Session)) *Builder {
+// NewBuilder returns a Builder that streams the sessions it rebuilds to sink.
+func NewBuilder(cfg Config, sink Sink) *Builder {
 	cfg = cfg.withDefaults()
 	return &Builder{
 		cfg:       cfg,
-		emit:      emit,
+		sink:      sink,
 		servers:   newServerSet(cfg.Servers),
 		conns:     make(map[connKey]*conn),
 		tombs:     make(map[connKey]tomb),
 		listeners: make(map[netip.AddrPort]struct{}),
+		hosts:     make(map[netip.Addr][]*conn),
 	}
 }
 
@@ -156,8 +167,20 @@ type conn struct {
 	preAck   bool   // partial, not started: the server acknowledged client bytes
 	preAckAt uint32 // the highest such acknowledgment
 
-	h    [2]half
-	sess *Session
+	h [2]half
+
+	// The session, once started.
+	feed     Feed // nil: not wanted by the Sink
+	id       uint64
+	start    time.Time
+	hostIdx  int   // index in Builder.hosts[client IP]
+	pend     Chunk // the chunk being merged into, not yet handed on
+	hasPend  bool
+	pendGen  uint32 // counts pending chunks, to recognise stale sealQ entries
+	chunks   int
+	firstSBB int64 // ServerBytesBefore of the first chunk
+	holes    bool
+	srvKept  int64 // server bytes handed to the feed
 
 	end    End
 	endSet bool
@@ -207,6 +230,9 @@ func (b *Builder) Add(p *capture.Packet) {
 	}
 	if b.expire() {
 		c = b.conns[key]
+	}
+	if b.cfg.Live {
+		b.sealDue()
 	}
 	if c != nil && b.startsNew(c, p) {
 		b.finish(c, false)
@@ -333,23 +359,6 @@ func (b *Builder) newConn(key connKey, p *capture.Packet) *conn {
 	return c
 }
 
-// start creates the session: at the first packet of a connection with a
-// handshake, at the first client payload of one without.
-func (b *Builder) start(c *conn, t time.Time) {
-	c.started = true
-	c.sess = &Session{
-		EndedBefore: b.emitted,
-		Client:      c.client,
-		Server:      c.server,
-		Start:       t,
-		StartOffset: t.Sub(b.first),
-	}
-	c.sess.ISN = c.isn
-	if c.partial {
-		c.sess.Flags |= Partial
-	}
-}
-
 // ignored follows a connection that was not selected just far enough to
 // see it close, so that it does not wait for the idle timeout.
 func (b *Builder) ignored(c *conn, p *capture.Packet) {
@@ -440,6 +449,11 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 			c.closeSBB = c.serverBytesKnown(p)
 		}
 	}
+	if b.cfg.Live && d == cli && fl&capture.PSH != 0 && c.hasPend && len(c.h[cli].ooo) == 0 {
+		// The segment ends a write: on a live wire, hand the chunk on now
+		// rather than after its merge window.
+		b.seal(c)
+	}
 	if c.h[cli].closed() && c.h[srv].closed() {
 		b.finish(c, true)
 	}
@@ -518,344 +532,13 @@ func (b *Builder) beforeStart(c *conn, d int, seq uint32, p *capture.Packet) {
 	b.data(c, cli, seq, p)
 }
 
-// ack records an acknowledgment sent by direction d for the peer's stream
-// and gives up the gaps it proves lost: the peer received those bytes, so
-// they were on the wire, the capture missed them, and no retransmission
-// will come.
-func (b *Builder) ack(c *conn, d int, ack uint32) {
-	h := &c.h[1-d]
-	if !h.known {
-		if d == cli && !c.partial {
-			// The SYN-ACK was not captured: the client's acknowledgment
-			// (normally the handshake's third packet) is where the
-			// server stream starts.
-			h.init(ack)
-			h.peerAck, h.peerAckValid = ack, true
-		}
-		return
-	}
-	if diff := seqDiff(ack, h.next); diff < -(1<<30) || diff > maxAhead {
-		return // not from this sequence space
-	}
-	if !h.peerAckValid || seqGT(ack, h.peerAck) {
-		h.peerAck, h.peerAckValid = ack, true
-	}
-	if len(h.ooo) > 0 && h.acked(h.ooo[0].seq) {
-		b.drain(c, 1-d)
-		b.commit(c)
-	}
-	if h.fin && len(h.ooo) == 0 && seqGT(h.finSeq, h.next) && h.acked(h.finSeq) {
-		b.hole(c, 1-d, int64(seqDiff(h.finSeq, h.next)))
-		b.commit(c)
-	}
-}
-
-// data handles the payload (and snap-length-missing bytes) of a segment.
-func (b *Builder) data(c *conn, d int, seq uint32, p *capture.Packet) {
-	h := &c.h[d]
-	if !h.known {
-		h.init(seq) // server stream of a handshake whose SYN-ACK was not captured
-	}
-	pc := piece{seq: seq, data: p.Payload, missing: p.Missing, t: p.Time}
-	if p.Missing > 0 {
-		c.snap = true
-	}
-	if end := pc.end(); seqGT(end, h.maxEnd) {
-		h.maxEnd = end
-	}
-	if d == cli {
-		pc.sbb = c.serverBytesKnown(p)
-	}
-	b.segment(c, d, pc)
-	b.commit(c)
-}
-
-// serverBytesKnown is ServerBytesBefore for a client segment: the server
-// bytes the client had received when it sent the segment, which its ACK
-// field states exactly, even when the capture point saw more server bytes
-// in flight (a capture on the server side shows the answer to request 1
-// before a pipelined request 2 arrives, though the client sent 2 first) or
-// fewer (the capture lost them: holes count). Without an ACK field (data
-// on a SYN), the server bytes captured so far.
-func (c *conn) serverBytesKnown(p *capture.Packet) int64 {
-	s := &c.h[srv]
-	if !s.known {
-		return 0
-	}
-	var v int64
-	if p.Flags&capture.ACK != 0 {
-		a := p.Ack
-		if s.fin && seqGT(a, s.finSeq) {
-			a = s.finSeq // the FIN's sequence number is not a byte
-		}
-		if diff := seqDiff(a, s.next); diff > -(1<<30) && diff <= maxAhead {
-			v = s.offOf(a)
-		}
-	} else {
-		v = s.offOf(s.maxEnd)
-	}
-	return max(v, 0)
-}
-
-// segment reassembles one piece of direction d.
-func (b *Builder) segment(c *conn, d int, pc piece) {
-	h := &c.h[d]
-	if h.fin {
-		// Nothing exists at or beyond the FIN.
-		if !seqGT(h.finSeq, pc.seq) {
-			b.stats.Stray++
-			return
-		}
-		if n := int(seqDiff(h.finSeq, pc.seq)); n < pc.len() {
-			pc.keep(n)
-		}
-	}
-	if diff := seqDiff(pc.seq, h.next); diff < 0 {
-		// Starts before next: retransmission, duplicate or overlap. The
-		// bytes already delivered stay (first copy wins).
-		skip := -int64(diff)
-		if skip >= int64(pc.len()) {
-			b.stats.DuplicateBytes += uint64(len(pc.data))
-			return
-		}
-		b.stats.DuplicateBytes += uint64(min(skip, int64(len(pc.data))))
-		pc.trimFront(int(skip))
-	}
-	switch {
-	case pc.seq == h.next:
-	case h.acked(pc.seq):
-		b.hole(c, d, int64(seqDiff(pc.seq, h.next)))
-	default:
-		added := h.insert(pc)
-		c.oooBytes += added
-		b.limitOOO(c, d)
-		return
-	}
-	b.deliver(c, d, pc)
-	b.drain(c, d)
-}
-
-// limitOOO gives up gaps, oldest first, while the connection buffers more
-// than Config.OutOfOrderLimit: memory stays bounded when a segment was lost
-// and the peer's acknowledgments were not captured either.
-func (b *Builder) limitOOO(c *conn, d int) {
-	for c.oooBytes > b.cfg.OutOfOrderLimit {
-		if len(c.h[d].ooo) == 0 {
-			d = 1 - d
-		}
-		h := &c.h[d]
-		if len(h.ooo) == 0 {
-			return
-		}
-		b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
-		b.drain(c, d)
-	}
-}
-
-// drain delivers buffered pieces that have become contiguous, and those
-// behind a gap the peer acknowledged (the gap becomes a hole).
-func (b *Builder) drain(c *conn, d int) {
-	h := &c.h[d]
-	for len(h.ooo) > 0 {
-		q := h.ooo[0]
-		if diff := seqDiff(q.seq, h.next); diff > 0 {
-			if !h.acked(q.seq) {
-				return
-			}
-			b.hole(c, d, int64(diff))
-		}
-		h.ooo[0] = piece{}
-		h.ooo = h.ooo[1:]
-		if len(h.ooo) == 0 {
-			h.ooo = h.ooo[:0:0]
-		}
-		c.oooBytes -= len(q.data)
-		if diff := seqDiff(h.next, q.seq); diff > 0 {
-			if int(diff) >= q.len() {
-				continue
-			}
-			q.trimFront(int(diff))
-		}
-		if h.fin {
-			if !seqGT(h.finSeq, q.seq) {
-				continue
-			}
-			if n := int(seqDiff(h.finSeq, q.seq)); n < q.len() {
-				q.keep(n)
-			}
-		}
-		b.deliver(c, d, q)
-	}
-}
-
-// deliver appends the in-order piece pc (pc.seq == next) to the run.
-func (b *Builder) deliver(c *conn, d int, pc piece) {
-	h := &c.h[d]
-	if n := len(pc.data); n > 0 {
-		b.run = append(b.run, item{dir: d, off: h.off, data: pc.data, t: pc.t, sbb: pc.sbb})
-		h.off += int64(n)
-		h.next += uint32(n)
-	}
-	if pc.missing > 0 {
-		b.hole(c, d, int64(pc.missing))
-	}
-}
-
-func (b *Builder) hole(c *conn, d int, n int64) {
-	if n <= 0 {
-		return
-	}
-	h := &c.h[d]
-	b.run = append(b.run, item{dir: d, off: h.off, hole: n})
-	h.off += n
-	h.next += uint32(n)
-	b.stats.HoleBytes += uint64(n)
-}
-
-func (b *Builder) fin(c *conn, d int, finSeq uint32) {
-	h := &c.h[d]
-	if !h.known {
-		h.init(finSeq) // a server that only closed, its SYN-ACK not captured
-	}
-	if h.fin {
-		return // retransmitted FIN: the first one counts
-	}
-	if seqGT(h.next, finSeq) {
-		return // a FIN inside delivered bytes is bogus
-	}
-	h.fin, h.finSeq = true, finSeq
-	if !c.endSet {
-		c.end, c.endSet = EndClientFIN, true
-		if d == srv {
-			c.end = EndServerFIN
-		}
-	}
-	if h.acked(finSeq) && seqGT(finSeq, h.next) && len(h.ooo) == 0 {
-		b.hole(c, d, int64(seqDiff(finSeq, h.next)))
-		b.commit(c)
-	}
-}
-
-// commit turns the run of deliveries into chunks, server data and holes.
-//
-// Client pieces delivered together came in out of order: a retransmission
-// that filled a gap arrived after later bytes. Their original was sent
-// before those later bytes, so each piece takes the smallest time and
-// ServerBytesBefore of itself and the pieces after it; then both are kept
-// from decreasing across chunks.
-func (b *Builder) commit(c *conn) {
-	if len(b.run) == 0 {
-		return
-	}
-	var minT time.Time
-	minSBB := int64(-1)
-	for i := len(b.run) - 1; i >= 0; i-- {
-		it := &b.run[i]
-		if it.dir != cli || it.hole > 0 {
-			continue
-		}
-		if minSBB >= 0 {
-			if minT.Before(it.t) {
-				it.t = minT
-			}
-			if minSBB < it.sbb {
-				it.sbb = minSBB
-			}
-		}
-		minT, minSBB = it.t, it.sbb
-	}
-	for i := range b.run {
-		it := &b.run[i]
-		switch {
-		case it.hole > 0:
-			b.addHole(c, it.dir == srv, it.off, it.hole)
-		case it.dir == cli:
-			b.addChunk(c, it)
-		default:
-			b.addServer(c, it.data)
-		}
-		*it = item{}
-	}
-	b.run = b.run[:0]
-}
-
-func (b *Builder) addChunk(c *conn, it *item) {
-	s := c.sess
-	off := max(it.t.Sub(s.Start), c.lastOff, 0)
-	sbb := max(it.sbb, c.lastSBB)
-	c.lastOff, c.lastSBB = off, sbb
-	if n := len(s.Chunks); n > 0 && b.cfg.MergeWindow >= 0 {
-		last := &s.Chunks[n-1]
-		if last.ServerBytesBefore == sbb && last.StreamOffset+int64(len(last.Data)) == it.off &&
-			off-last.Offset <= b.cfg.MergeWindow && len(last.Data)+len(it.data) <= maxChunkBytes {
-			last.Data = appendChunk(last.Data, it.data)
-			return
-		}
-	}
-	s.Chunks = append(s.Chunks, Chunk{Offset: off, Data: clone(it.data), ServerBytesBefore: sbb, StreamOffset: it.off})
-}
-
-// maxChunkBytes bounds the chunk that merging builds: a burst of client data
-// becomes chunks of at most this size (more when one segment is larger),
-// each with the time of its first segment, written back to back by the
-// replay. Without a bound, a 256 MB upload captured within the merge window
-// grew one slice by append's 1.25 factor: five copies of every byte, and
-// two thirds of the replayer's CPU in the bench's bulk workload.
-const maxChunkBytes = 1 << 20
-
-// appendChunk appends data to a merged chunk, doubling its capacity (up to
-// maxChunkBytes) when it is full, so that each byte is copied about twice.
-func appendChunk(chunk, data []byte) []byte {
-	if n := len(chunk) + len(data); n > cap(chunk) {
-		grown := make([]byte, len(chunk), min(max(2*cap(chunk), n), max(maxChunkBytes, n)))
-		copy(grown, chunk)
-		chunk = grown
-	}
-	return append(chunk, data...)
-}
-
-func (b *Builder) addServer(c *conn, data []byte) {
-	s := c.sess
-	limit := b.cfg.ServerDataLimit
-	if limit < 0 {
-		return
-	}
-	room := limit - int64(len(s.ServerData))
-	if int64(len(data)) > room {
-		c.cut = true
-		data = data[:max(room, 0)]
-	}
-	if len(data) == 0 {
-		return
-	}
-	if s.ServerData == nil {
-		// Most answers fit one segment; start at its size.
-		s.ServerData = make([]byte, 0, len(data))
-	}
-	s.ServerData = append(s.ServerData, data...)
-}
-
-func (b *Builder) addHole(c *conn, server bool, off, n int64) {
-	s := c.sess
-	d := cli
-	if server {
-		d = srv
-	}
-	if i := c.lastHole[d]; i >= 0 && s.Holes[i].Offset+s.Holes[i].Len == off {
-		s.Holes[i].Len += n
-		return
-	}
-	c.lastHole[d] = len(s.Holes)
-	s.Holes = append(s.Holes, Hole{Server: server, Offset: off, Len: n})
-}
-
 // finish ends a connection: it emits its session (if it has one) and
 // either remembers it as closed for Config.Linger (linger) or forgets it.
 func (b *Builder) finish(c *conn, linger bool) {
 	if c.state == stOpen {
 		if c.started {
 			b.flush(c)
-			b.emitSession(c)
+			b.end(c)
 		} else {
 			b.stats.NoClientData++
 		}
@@ -874,82 +557,6 @@ func (b *Builder) finish(c *conn, linger bool) {
 		b.tombQ = append(b.tombQ, tombRef{c.key, at})
 	}
 	b.recycle(c)
-}
-
-// flush gives up every remaining gap: buffered pieces are delivered after
-// holes, and bytes the peer acknowledged beyond the last captured one
-// become a trailing hole.
-func (b *Builder) flush(c *conn) {
-	for d := range c.h {
-		h := &c.h[d]
-		if !h.known {
-			continue
-		}
-		for len(h.ooo) > 0 {
-			b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
-			b.drain(c, d)
-		}
-		if h.peerAckValid {
-			limit := h.peerAck
-			gap := seqDiff(limit, h.next)
-			if h.fin {
-				if seqGT(limit, h.finSeq) {
-					limit = h.finSeq
-				}
-				gap = seqDiff(limit, h.next)
-			} else {
-				// An acknowledgment one past the last byte seen is most
-				// likely for a FIN the capture missed, not for a lost
-				// byte: a one-byte tail is not taken as a hole.
-				if gap == 1 {
-					gap = 0
-				}
-			}
-			if gap > 0 && gap < 1<<30 {
-				b.hole(c, d, int64(gap))
-			}
-		}
-	}
-	b.commit(c)
-}
-
-func (b *Builder) emitSession(c *conn) {
-	s := c.sess
-	c.sess = nil
-	s.ID = b.emitted
-	b.emitted++
-	b.stats.Sessions++
-	s.Duration = max(c.last.Sub(s.Start), 0)
-	s.ClientBytes = c.h[cli].off
-	s.ServerBytes = c.h[srv].off
-	if c.h[srv].known {
-		s.ServerISN = c.h[srv].base - 1
-	}
-	if c.endSet {
-		s.End = c.end
-	}
-	if s.End == EndClientFIN || s.End == EndClientRST {
-		// Never less than the last chunk waited for: chunks and close
-		// share one monotonic dependency.
-		before := min(s.ServerBytes, c.closeSBB)
-		if n := len(s.Chunks); n > 0 {
-			before = max(before, s.Chunks[n-1].ServerBytesBefore)
-		}
-		s.ServerBytesAfterClose = max(s.ServerBytes-before, 0)
-	}
-	if len(s.Holes) > 0 {
-		s.Flags |= Holes
-	}
-	if c.snap {
-		s.Flags |= Truncated | SnapLen
-	}
-	if c.cut {
-		s.Flags |= Truncated | ServerCut
-	}
-	if !c.partial && ((len(s.Chunks) > 0 && s.Chunks[0].ServerBytesBefore > 0) || (len(s.Chunks) == 0 && s.ServerBytes > 0)) {
-		s.Flags |= ServerFirst
-	}
-	b.emit(s)
 }
 
 // expire emits connections idle for longer than IdleTimeout and forgets

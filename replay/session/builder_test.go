@@ -79,10 +79,10 @@ func runSteps(t testing.TB, cfg Config, tuples []tuple, steps []step) ([]*Sessio
 	var out []*Session
 	var at []int
 	added := 0
-	b := NewBuilder(cfg, func(s *Session) {
+	b := NewBuilder(cfg, Collect(func(s *Session) {
 		out = append(out, s)
 		at = append(at, added)
-	})
+	}))
 	for _, st := range steps {
 		p := st.packet(tuples)
 		payload := p.Payload
@@ -902,12 +902,12 @@ func TestBoundedState(t *testing.T) {
 	for _, closeThem := range []bool{true, false} {
 		cfg := Config{Linger: time.Second, IdleTimeout: 2 * time.Second}
 		emitted := 0
-		b := NewBuilder(cfg, func(s *Session) {
+		b := NewBuilder(cfg, Collect(func(s *Session) {
 			emitted++
 			if len(s.Chunks) != 1 || string(s.Chunks[0].Data) != "ping" {
 				t.Fatalf("session %d chunks %+v", s.ID, s.Chunks)
 			}
-		})
+		}))
 		maxClosed := 0
 		for i := 0; i < n; i++ {
 			tp := tuple{

@@ -52,7 +52,9 @@ type Config struct {
 	Keep func(server netip.AddrPort) bool
 
 	// IdleTimeout, in capture time: a connection without a packet for
-	// longer is emitted with End = EndCaptureEnd. Default DefaultIdleTimeout.
+	// longer is ended with End = EndCaptureEnd. Default DefaultIdleTimeout
+	// for files, never for Live; a negative value never ends an idle
+	// connection.
 	IdleTimeout time.Duration
 	// Linger, in capture time: how long a closed connection's 4-tuple and
 	// sequence numbers are remembered so that its trailing packets are not
@@ -74,11 +76,22 @@ type Config struct {
 	// DefaultMergeWindow; a negative value never merges (one chunk per
 	// delivered segment).
 	MergeWindow time.Duration
+	// Live: the capture is read as it happens (a live interface, a
+	// stream). A client segment with PSH seals its chunk at once (it ends
+	// a write), and a chunk's merge window is closed by capture time alone
+	// (Add, Advance), so that no request waits for the client's next
+	// segment. Files leave it off: there a chunk is sealed by the next
+	// segment that cannot merge into it, exactly as the complete-session
+	// model cut it.
+	Live bool
 }
 
 func (c Config) withDefaults() Config {
-	if c.IdleTimeout <= 0 {
+	switch {
+	case c.IdleTimeout == 0 && !c.Live:
 		c.IdleTimeout = DefaultIdleTimeout
+	case c.IdleTimeout <= 0:
+		c.IdleTimeout = time.Duration(1<<63 - 1) // never: a live connection idle for hours is still one session
 	}
 	if c.Linger <= 0 {
 		c.Linger = DefaultLinger

@@ -62,15 +62,35 @@
 // application write split into segments. Requests written further apart
 // stay separate chunks, each with its own time.
 //
+// # Streaming
+//
+// The Builder hands sessions to a Sink as they happen (stream.go): a
+// session's Head when it starts (its SYN, or the first client byte of a
+// partial one), each chunk once it is sealed, captured server bytes and
+// holes as they are reassembled, and its Tail when it ends. A chunk is
+// sealed when the next client segment cannot merge into it or a hole
+// follows; with Config.Live also at a segment with PSH (it ends a write)
+// and once capture time passes its merge window (Add, or Advance on a
+// quiet wire). Collect rebuilds the complete sessions from the events;
+// without Live they equal, field by field, those of the builder before it
+// streamed (TestCollectGolden pins that on every real capture and 3,000
+// fuzz inputs). Session.Play turns a complete session back into events.
+//
+// Head.ID numbers sessions in start order, Tail.EndSeq in end order;
+// Head.EndedBefore counts the Tails before the Head, which the replay uses
+// to keep capture order causal, and Head.Peers lists the same client
+// host's open sessions and the server bytes each had received, for the
+// finer rule (a connection opened while others are open waits for what
+// they had received).
+//
 // # Ending
 //
-// A session is emitted when it is complete in the capture: both FINs seen
-// with every byte before them delivered, a reset, a new connection on its
-// 4-tuple, no packet for Config.IdleTimeout of capture time, or Close.
-// Session.End is the first closing event seen (client or server FIN or
-// RST); sessions still open end as EndCaptureEnd. IDs number emissions;
-// EndedBefore counts the sessions emitted before the session started,
-// which the replay uses to keep capture order causal.
+// A session ends when it is complete in the capture: both FINs seen with
+// every byte before them delivered, a reset, a new connection on its
+// 4-tuple, no packet for Config.IdleTimeout of capture time (files only, by
+// default), or Close. Tail.End is the first closing event seen (client or
+// server FIN or RST); sessions still open end as EndCaptureEnd. Collect's
+// Session.ID is the EndSeq, as `tcopy-tun inspect` shows it.
 //
 // # Memory
 //
@@ -83,9 +103,9 @@
 //
 // # Concurrency and shutdown
 //
-// A Builder is used by one goroutine. It calls its emit function
-// synchronously from Add and Close and never keeps a session after handing
-// it over. Close flushes every open session and is idempotent; Add after
+// A Builder is used by one goroutine. It calls its Sink and Feeds
+// synchronously from Add, Advance and Close (they may block: that is the
+// consumer's backpressure) and never keeps what it handed over. Close flushes every open session and is idempotent; Add after
 // Close panics. Build reads a capture.Reader to its end, then closes the
 // builder; it stops at the reader's first error.
 package session

@@ -159,13 +159,37 @@ func FuzzBuilder(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, pkts := fuzzPackets(data)
 		var got []*Session
-		b := NewBuilder(cfg, func(s *Session) { got = append(got, s) })
+		// The stream contract is checked as the events come (logSink),
+		// then the events are rebuilt into sessions (Collect).
+		l := newLogSink(t)
+		l.after = Collect(func(s *Session) { got = append(got, s) })
+		b := NewBuilder(cfg, l)
 		for i := range pkts {
 			p := pkts[i]
 			b.Add(&p)
 		}
 		b.Close()
 		b.Close() // idempotent
+
+		// The same packets as a live capture (PSH and capture time seal
+		// chunks, a ticker advances time between packets): the stream
+		// contract and the session invariants hold there too.
+		lcfg := cfg
+		lcfg.Live = true
+		ll := newLogSink(t)
+		ll.after = Collect(func(s *Session) { checkInvariants(t, s) })
+		lb := NewBuilder(lcfg, ll)
+		for i := range pkts {
+			p := pkts[i]
+			lb.Add(&p)
+			if i%3 == 0 {
+				lb.Advance(p.Time.Add(time.Duration(i%7) * time.Millisecond))
+			}
+		}
+		lb.Close()
+		if st := lb.Stats(); st.Sessions != ll.nextEQ || st.Open != 0 {
+			t.Fatalf("live: stats %+v after %d ends", st, ll.nextEQ)
+		}
 		for i, s := range got {
 			if s.ID != uint64(i) {
 				t.Fatalf("session %d has ID %d", i, s.ID)
