@@ -3,8 +3,6 @@ package intercept
 import (
 	"bytes"
 	"strconv"
-
-	"github.com/tcopy-tun/tcopy-tun/replay/session"
 )
 
 // Match classifies the target's answer against the captured server stream.
@@ -25,8 +23,11 @@ const (
 	// something.
 	Missing
 	// NotComparable: the captured server stream is incomplete (holes, snap
-	// length, the builder's size limit) or the session was canceled, so no
-	// verdict; Row.CapturedMatch tells whether the parts compared agreed.
+	// length, the builder's size limit, or the replay ended before the
+	// capture did), the session was canceled, or part of the streams could
+	// not be compared (one ran ahead of the other by more than
+	// Options.RecordLimit) without a difference in the rest, so no verdict;
+	// Row.CapturedMatch tells whether the parts compared agreed.
 	NotComparable
 	// NotReplayed: the session never connected (refused, dial timeout,
 	// canceled); its outcome says why.
@@ -50,89 +51,325 @@ var DefaultVolatileHeaders = []string{"date", "server", "etag", "last-modified",
 // snippetLen bounds the excerpts around a first difference.
 const snippetLen = 32
 
-// segment is one captured run of the server stream.
-type segment struct {
-	off  int64
-	data []byte
-}
+// httpPrefix is how a captured answer starts for the volatile check to apply.
+const httpPrefix = "HTTP/1."
 
-// comparer compares the target's stream with the captured one as it
-// arrives, so that no recording is needed to find the first difference.
+// The two streams a comparer follows.
+const (
+	capSide = 0 // the captured server stream (Captured)
+	repSide = 1 // the target's answer (Received)
+)
+
+// noEnd is an unbounded window end.
+const noEnd = int64(1<<63 - 1)
+
+// comparer compares the target's answer with the captured server stream
+// while both arrive, in any interleaving, without holding either whole.
+//
+// The frontier F = min(end[capSide], end[repSide]) is how far both streams
+// have arrived. Below F every byte present on both sides has been compared
+// (bytes in a server hole have no captured counterpart and are skipped).
+// The side that is ahead keeps its bytes from F on in its store until the
+// other side catches up and they are compared; the behind side's new bytes
+// are compared as they come, straight from the caller's buffer, and not
+// kept. A store holds at most bound bytes: what an ahead side sends beyond
+// that is dropped (a gap in the store), and when the other side reaches a
+// gap those bytes go uncompared (skipped).
+//
+// Two cases pin more than the lead:
+//   - recording (the volatile-HTTP check may still be needed): the captured
+//     store keeps the whole captured stream from offset 0 (at most bound
+//     bytes: recording stops beyond), and once the streams differ the
+//     answer's store keeps the answer from the first difference on. Before a
+//     difference the answer is the captured stream's prefix, so it is not
+//     copied (the lazy recording of before).
+//   - after the first difference without recording, both stores keep only
+//     the snippetLen bytes from it, for the excerpts.
 type comparer struct {
-	segs      []segment
-	si        int   // first segment that may still overlap new bytes
-	n         int64 // bytes received
-	firstDiff int64 // stream offset of the first differing byte; -1 none yet
-	replayed  []byte
+	limit int // Options.RecordLimit: the longest answers recorded
+	bound int // bytes one store may hold: limit, at least an excerpt
+	// end is each stream's offset reached so far: the captured stream by
+	// sequence space (holes included), the answer's byte count.
+	end      [2]int64
+	capBytes int64 // captured bytes received (holes skipped)
+	st       [2]store
+	// firstDiff is the stream offset of the first byte that differs; -1
+	// none found.
+	firstDiff int64
+	// holes: the captured stream jumped over bytes that were not captured.
+	holes bool
+	// skipped: some bytes of the streams went uncompared where both had
+	// them, because a store had dropped them (beyond bound) or a hole.
+	skipped bool
+	// dropped: an ahead side outran bound and bytes were not kept.
+	dropped bool
+	// recording: both answers are still kept whole for the volatile check
+	// (captured is in st[capSide] from 0; the answer is the captured prefix
+	// up to firstDiff and st[repSide] from there).
+	recording bool
+	// http: the captured stream starts with "HTTP/1.".
+	http bool
 }
 
-func newComparer(s *session.Session) comparer {
-	c := comparer{firstDiff: -1}
-	s.ServerSegments(func(off int64, data []byte) {
-		c.segs = append(c.segs, segment{off, data})
-	})
-	return c
+func newComparer(limit int, record bool) comparer {
+	return comparer{limit: limit, bound: max(limit, snippetLen), firstDiff: -1, recording: record}
 }
 
-func (c *comparer) feed(p []byte) {
-	base := c.n // stream offset of p[0]
-	c.n += int64(len(p))
-	if c.firstDiff >= 0 {
-		// Complete the excerpt of the answer after the difference.
-		if n := snippetLen - len(c.replayed); n > 0 {
-			c.replayed = append(c.replayed, p[:min(n, len(p))]...)
-		}
+// captured takes captured server bytes at stream offset off.
+func (c *comparer) captured(off int64, p []byte) {
+	if e := c.end[capSide]; off < e { // overlap: not in the contract; keep the new part
+		p = p[min(int64(len(p)), e-off):]
+		off = e
+	}
+	if len(p) == 0 {
 		return
 	}
-	for pos := base; c.si < len(c.segs) && pos < c.n; {
-		s := c.segs[c.si]
-		sEnd := s.off + int64(len(s.data))
-		if sEnd <= pos {
-			c.si++
-			continue
+	if off > c.end[capSide] {
+		c.holes = true
+		c.recording = false
+	}
+	c.capBytes += int64(len(p))
+	if c.recording && off < int64(len(httpPrefix)) {
+		// Recording implies no hole so far: p continues the prefix.
+		k := min(len(p), len(httpPrefix)-int(off))
+		if string(p[:k]) != httpPrefix[off:off+int64(k)] {
+			c.recording = false
+		} else if off+int64(k) == int64(len(httpPrefix)) {
+			c.http = true
 		}
-		if s.off >= c.n {
-			return
-		}
-		lo, hi := max(pos, s.off), min(c.n, sEnd)
-		a, b := p[lo-base:hi-base], s.data[lo-s.off:hi-s.off]
-		if !bytes.Equal(a, b) {
-			i := 0
-			for a[i] == b[i] {
-				i++
-			}
-			c.firstDiff = lo + int64(i)
-			rest := p[c.firstDiff-base:]
-			c.replayed = append([]byte(nil), rest[:min(len(rest), snippetLen)]...)
-			return
-		}
-		pos = hi
+	}
+	c.feed(capSide, off, p)
+}
+
+// received takes the next bytes of the answer.
+func (c *comparer) received(p []byte) {
+	if len(p) > 0 {
+		c.feed(repSide, c.end[repSide], p)
 	}
 }
 
-// capturedAt returns up to snippetLen captured bytes from stream offset off.
-func (c *comparer) capturedAt(off int64) []byte {
-	for _, s := range c.segs {
-		if off >= s.off && off < s.off+int64(len(s.data)) {
-			b := s.data[off-s.off:]
-			return b[:min(len(b), snippetLen)]
+// feed handles the bytes p of side x at stream offset off (not below
+// end[x]).
+func (c *comparer) feed(x int, off int64, p []byte) {
+	y := 1 - x
+	end := off + int64(len(p))
+	if c.firstDiff < 0 {
+		// The part the other side has reached is compared now.
+		c.compare(y, off, p, min(end, c.end[y]))
+	}
+	c.end[x] = end
+	if c.recording && (c.end[capSide] > int64(c.limit) || c.end[repSide] > int64(c.limit)) {
+		c.recording = false
+	}
+	for s := range c.st {
+		lo, hi := c.window(s)
+		c.st[s].keep(lo, hi)
+	}
+	// Keep what the other side has yet to meet (or what is pinned).
+	lo, hi := c.window(x)
+	lo, hi = max(lo, off), min(hi, end)
+	if lo >= hi {
+		return
+	}
+	q := p[lo-off : hi-off]
+	if room := c.bound - c.st[x].held(); len(q) > room {
+		// Recording never gets here: it stops before a store could
+		// outgrow bound.
+		q = q[:max(room, 0)]
+		c.dropped = true
+	}
+	c.st[x].add(lo, q)
+}
+
+// window is the range of side s's stream its store keeps.
+func (c *comparer) window(s int) (lo, hi int64) {
+	switch {
+	case c.recording && s == capSide:
+		return 0, noEnd
+	case c.firstDiff >= 0 && c.recording:
+		return c.firstDiff, noEnd
+	case c.firstDiff >= 0:
+		return c.firstDiff, c.firstDiff + snippetLen
+	}
+	return min(c.end[capSide], c.end[repSide]), noEnd
+}
+
+// compare compares p (side x's bytes at offset off) up to stream offset lim
+// with side y's store, and sets firstDiff at the first byte that differs.
+// Bytes of [off, lim) the store does not hold are skipped.
+func (c *comparer) compare(y int, off int64, p []byte, lim int64) {
+	if lim <= off {
+		return
+	}
+	st := &c.st[y]
+	pos, idx := off, st.head
+	for _, r := range st.runs {
+		rEnd := r.off + int64(r.n)
+		if r.off >= lim {
+			break
 		}
+		if rEnd > pos {
+			if r.off > pos {
+				c.skipped = true
+				pos = r.off
+			}
+			hi := min(rEnd, lim)
+			a := p[pos-off : hi-off]
+			b := st.buf[idx+int(pos-r.off) : idx+int(hi-r.off)]
+			if i := mismatch(a, b); i >= 0 {
+				c.firstDiff = pos + int64(i)
+				return
+			}
+			pos = hi
+		}
+		idx += r.n
+	}
+	if pos < lim {
+		c.skipped = true
+	}
+}
+
+// mismatch returns the index of the first byte where a and b (of equal
+// length) differ, or -1.
+func mismatch(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	i := 0
+	for a[i] == b[i] {
+		i++
+	}
+	return i
+}
+
+// excerpt returns up to snippetLen bytes of side s from stream offset off,
+// as far as they are contiguous in its store.
+func (c *comparer) excerpt(s int, off int64) []byte {
+	return c.st[s].at(off, snippetLen)
+}
+
+// answer returns the whole answer as recorded, if it was: the captured
+// stream up to the first difference (or to where one stream ended) and the
+// answer's own bytes from there.
+func (c *comparer) answer() ([]byte, bool) {
+	if !c.recording {
+		return nil, false
+	}
+	capd, ok := c.capturedWhole()
+	if !ok {
+		return nil, false
+	}
+	n := c.end[repSide]
+	m := min(n, c.end[capSide])
+	if c.firstDiff >= 0 {
+		m = c.firstDiff
+	}
+	rest := c.st[repSide].at(m, int(n-m))
+	if int64(len(rest)) != n-m {
+		return nil, false
+	}
+	b := make([]byte, 0, n)
+	b = append(b, capd[:m]...)
+	return append(b, rest...), true
+}
+
+// capturedWhole returns the captured stream as recorded, if it was.
+func (c *comparer) capturedWhole() ([]byte, bool) {
+	if !c.recording || c.holes {
+		return nil, false
+	}
+	b := c.st[capSide].at(0, int(c.end[capSide]))
+	return b, int64(len(b)) == c.end[capSide]
+}
+
+// release drops the stores.
+func (c *comparer) release() { c.st = [2]store{} }
+
+// store holds bytes of one stream at their stream offsets: runs of bytes
+// back to back in buf[head:], each run placed by its offset. Bytes are
+// added in stream order and dropped from either end.
+type store struct {
+	buf  []byte
+	head int
+	runs []span
+}
+
+// releaseCap: an emptied store keeps a buffer up to this size for the next
+// lead, and gives a larger one back.
+const releaseCap = 64 << 10
+
+// span is a run of n bytes of a store at stream offset off.
+type span struct {
+	off int64
+	n   int
+}
+
+func (s *store) held() int { return len(s.buf) - s.head }
+
+// add appends p at stream offset off, at or after the last byte held.
+func (s *store) add(off int64, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if k := len(s.runs) - 1; k >= 0 && s.runs[k].off+int64(s.runs[k].n) == off {
+		s.runs[k].n += len(p)
+	} else {
+		s.runs = append(s.runs, span{off, len(p)})
+	}
+	if s.head > 0 && len(s.buf)+len(p) > cap(s.buf) {
+		// Reuse the room freed at the front before growing.
+		s.buf = s.buf[:copy(s.buf, s.buf[s.head:])]
+		s.head = 0
+	}
+	s.buf = append(s.buf, p...)
+}
+
+// keep drops the bytes outside stream offsets [lo, hi).
+func (s *store) keep(lo, hi int64) {
+	for len(s.runs) > 0 && s.runs[0].off < lo {
+		r := &s.runs[0]
+		cut := min(int64(r.n), lo-r.off)
+		s.head += int(cut)
+		r.off += cut
+		r.n -= int(cut)
+		if r.n == 0 {
+			s.runs = s.runs[1:]
+		}
+	}
+	for len(s.runs) > 0 {
+		k := len(s.runs) - 1
+		r := &s.runs[k]
+		e := r.off + int64(r.n)
+		if e <= hi {
+			break
+		}
+		cut := min(int64(r.n), e-hi)
+		s.buf = s.buf[:len(s.buf)-int(cut)]
+		r.n -= int(cut)
+		if r.n == 0 {
+			s.runs = s.runs[:k]
+		}
+	}
+	if len(s.runs) == 0 {
+		s.buf, s.head, s.runs = s.buf[:0], 0, s.runs[:0]
+		if cap(s.buf) > releaseCap {
+			s.buf = nil // a lead caught up: give a large buffer back
+		}
+	}
+}
+
+// at returns up to n bytes held from stream offset off, as far as they are
+// contiguous (nil when off is not held). The result aliases the store.
+func (s *store) at(off int64, n int) []byte {
+	idx := s.head
+	for _, r := range s.runs {
+		if off >= r.off && off < r.off+int64(r.n) {
+			b := s.buf[idx+int(off-r.off) : idx+r.n]
+			return b[:min(len(b), n)]
+		}
+		idx += r.n
 	}
 	return nil
-}
-
-// complete reports whether the captured server stream is whole: no server
-// holes and nothing cut, so that a verdict is possible.
-func complete(s *session.Session) bool {
-	if int64(len(s.ServerData)) != s.ServerBytes {
-		return false
-	}
-	for _, h := range s.Holes {
-		if h.Server {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeHTTP parses b as a sequence of HTTP/1.x responses and returns it

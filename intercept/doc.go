@@ -8,23 +8,29 @@
 //
 // # Main types
 //
-//   - Recorder implements replay.Observer. Each session's answer is compared
-//     byte by byte with the captured server stream as it arrives (no
-//     recording needed for that), and classified (Match): identical,
-//     volatile (differs only in volatile HTTP header values such as Date),
-//     same-length, different, missing, not-comparable (the capture has holes
-//     or was cut), not-replayed (never connected). For the volatile check the
-//     answer to a captured HTTP response is kept up to the captured length
-//     plus a few KiB (Options.RecordLimit), then both sides are normalised.
+//   - Recorder implements replay.Observer. Sessions stream: a session's
+//     captured server bytes (Captured) and the target's answer (Received)
+//     arrive in any interleaving, and are compared byte by byte as both
+//     arrive. Whichever stream is ahead is kept only until the other catches
+//     up (at most Options.RecordLimit bytes of lead), so a session's captured
+//     stream is never held whole. At Done the session is classified (Match)
+//     with the capture's Tail: identical, volatile (differs only in volatile
+//     HTTP header values such as Date), same-length, different, missing,
+//     not-comparable (the capture has holes, was cut or had not ended, or
+//     the lead outgrew the limit), not-replayed (never connected). For the
+//     volatile check both answers are kept while the captured one is an HTTP
+//     response no longer than RecordLimit (the target's only from where it
+//     departs from the captured one), then both sides are normalised.
 //   - Report (Recorder.Report) holds the replay's Summary, Totals and one
 //     small row per session (Options.MaxRows bounds them); WriteJSON writes
 //     the versioned JSON ({"version": 1, ...}); fields are only ever added.
 //
 // # Concurrency
 //
-// Begin and Report are safe for concurrent use. A session's Received and
-// Done are called one after the other by the engine (replay.SessionObserver's
-// contract), so per-session state needs no lock; Done takes the Recorder's
-// lock once to add the row. After Done nothing of the captured session is
-// kept: memory follows the sessions in flight plus the rows.
+// Begin and Report are safe for concurrent use. A session's Captured,
+// Received and Done are called by one goroutine, one after the other
+// (replay.SessionObserver's contract), so per-session state needs no lock;
+// Done takes the Recorder's lock once to add the row. After Done nothing of
+// the captured session is kept: memory follows the sessions in flight (each
+// bounded by RecordLimit) plus the rows.
 package intercept

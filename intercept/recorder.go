@@ -13,7 +13,8 @@ import (
 
 // Defaults for the zero values of Options.
 const (
-	// DefaultRecordLimit bounds the bytes kept per session for the
+	// DefaultRecordLimit bounds the bytes kept per session stream: the
+	// lead of one stream over the other, and the answers recorded for the
 	// volatile-header comparison.
 	DefaultRecordLimit = 1 << 20
 	// recordSlack: an answer this much longer than the captured one can
@@ -29,11 +30,24 @@ type Options struct {
 	StrictHTTP bool
 	// VolatileHeaders replaces DefaultVolatileHeaders (case-insensitive).
 	VolatileHeaders []string
-	// RecordLimit bounds the bytes of one session's answer kept for the
-	// volatile-header comparison (default DefaultRecordLimit). Only answers
-	// to captured HTTP responses are kept, and at most the captured length
-	// plus a few KiB, so memory follows the captured data of the sessions in
-	// flight. A longer answer is still compared byte by byte as it arrives.
+	// RecordLimit bounds the bytes kept of each of a session's two streams
+	// (default DefaultRecordLimit; the CLI's --response-limit):
+	//
+	//   - The captured answer and the target's answer are compared as both
+	//     arrive; the one that is ahead is kept only until the other
+	//     catches up, at most RecordLimit bytes of lead. Bytes beyond it are
+	//     not kept, and when the other side reaches them they go
+	//     uncompared: the session is then NotComparable (CapturedMatch
+	//     true) unless a difference was found in what was compared, which
+	//     decides SameLength or Different as usual. A longer lead never
+	//     costs more memory.
+	//   - For the Volatile class both answers are kept whole while the
+	//     captured one starts with "HTTP/1." (and StrictHTTP is off), as
+	//     long as neither is longer than RecordLimit. While the answers
+	//     agree the target's is not copied (it is the captured prefix).
+	//
+	// So a session holds at most about two RecordLimit of data, whatever
+	// its length.
 	RecordLimit int
 	// MaxRows bounds the per-session rows kept for the report (about 250
 	// bytes each): 0 keeps all, a negative value none. Totals always count
@@ -42,8 +56,8 @@ type Options struct {
 }
 
 // Recorder is the intercept sink's bookkeeping: it implements
-// replay.Observer, compares each session's answer with the capture as it
-// arrives, and keeps a small row per session for the report.
+// replay.Observer, compares each session's answer with the captured one as
+// both arrive, and keeps a small row per session for the report.
 //
 // Begin and Report may be called concurrently; the per-session observers
 // follow replay.SessionObserver's contract. After a session's Done the
@@ -76,77 +90,42 @@ func New(opts Options) *Recorder {
 
 var _ replay.Observer = (*Recorder)(nil)
 
-// Begin starts following one session.
+// Begin starts following one session. Only the Head is known yet: the
+// row's capture-end fields (and its id, the session's end number) are
+// filled from the Result's Tail at Done.
 func (r *Recorder) Begin(info *replay.SessionInfo) replay.SessionObserver {
-	s := info.Session
-	o := &sessionObs{r: r, s: s, cmp: newComparer(s), complete: complete(s)}
+	h := info.Head
+	o := &sessionObs{r: r, cmp: newComparer(r.opts.RecordLimit, !r.opts.StrictHTTP)}
 	o.row = row{
-		id: s.ID, pass: int32(info.Pass), copy: int32(info.Copy),
-		capClient: s.Client, mapped: info.Client, server: s.Server, target: info.Target,
-		endCap: s.End, flags: s.Flags,
-		capClientBytes: s.ClientBytes, capServerBytes: s.ServerBytes, chunks: int32(len(s.Chunks)),
+		id: h.ID, startID: h.ID, pass: int32(info.Pass), copy: int32(info.Copy),
+		capClient: h.Client, mapped: info.Client, server: h.Server, target: info.Target,
 		scheduled: info.Scheduled,
 	}
-	if !r.opts.StrictHTTP && o.complete && bytes.HasPrefix(s.ServerData, []byte("HTTP/1.")) {
-		o.recLimit = min(r.opts.RecordLimit, len(s.ServerData)+recordSlack)
-		o.recording = true
+	if h.Partial {
+		o.row.flags = session.Partial
 	}
 	return o
 }
 
-// sessionObs follows one session. Received and Done run on the session's
-// goroutines one after the other, never concurrently: no lock needed.
+// sessionObs follows one session. Its methods run on the session's owner
+// goroutine one after the other, never concurrently: no lock needed.
 type sessionObs struct {
-	r         *Recorder
-	s         *session.Session // dropped at Done
-	cmp       comparer
-	complete  bool
-	recording bool
-	recLimit  int
-	rec       []byte
-	row       row
+	r   *Recorder
+	cmp comparer // its stores are dropped at Done
+	row row
 }
 
-func (o *sessionObs) Received(p []byte) {
-	base := o.cmp.n
-	o.cmp.feed(p)
-	if !o.recording {
-		return
-	}
-	if int(o.cmp.n) > o.recLimit {
-		o.recording, o.rec = false, nil
-		return
-	}
-	if o.rec == nil {
-		// Recording is lazy: while the answer agrees with the captured one
-		// byte for byte (the common case), the recording would be a copy
-		// of s.ServerData (complete: no holes, not cut), so none is made.
-		// The first byte that differs, or goes beyond the captured
-		// answer, starts it from that copy.
-		if o.cmp.firstDiff < 0 && o.cmp.n <= int64(len(o.s.ServerData)) {
-			return
-		}
-		o.rec = make([]byte, base, max(int(o.cmp.n), min(o.recLimit, 2*len(o.s.ServerData))))
-		copy(o.rec, o.s.ServerData[:base])
-	}
-	o.rec = append(o.rec, p...)
-}
+var _ replay.SessionObserver = (*sessionObs)(nil)
 
-// recorded returns the answer received so far, if it was recorded whole.
-func (o *sessionObs) recorded() ([]byte, bool) {
-	switch {
-	case !o.recording:
-		return nil, false
-	case o.rec == nil:
-		return o.s.ServerData[:o.cmp.n], true // it agreed all along
-	}
-	return o.rec, int64(len(o.rec)) == o.cmp.n
-}
+func (o *sessionObs) Captured(off int64, data []byte) { o.cmp.captured(off, data) }
+
+func (o *sessionObs) Received(p []byte) { o.cmp.received(p) }
 
 func (o *sessionObs) Done(res *replay.Result) {
 	rw := &o.row
 	rw.outcome, rw.dialed, rw.endRep, rw.local = res.Outcome, res.Dialed, res.End, res.Local
 	rw.sent, rw.recv, rw.chunksSent = res.BytesSent, res.BytesReceived, int32(res.ChunksSent)
+	rw.chunks = int32(res.Chunks)
 	rw.dev = [4]int32{int32(res.Deviations.TurnTimeouts), int32(res.Deviations.QuietTurns),
 		int32(res.Deviations.EarlyClose), int32(res.Deviations.CloseTimeouts)}
 	if !res.Start.IsZero() {
@@ -155,77 +134,125 @@ func (o *sessionObs) Done(res *replay.Result) {
 	if res.Err != nil {
 		rw.err = res.Err.Error()
 	}
-	o.classify()
-	o.s, o.rec, o.cmp.segs = nil, nil, nil
+	if t := res.Tail; t != nil {
+		// The report numbers sessions in the order they ended in the
+		// capture, as inspect and the complete-session model do.
+		rw.id = t.EndSeq
+		rw.endCap, rw.flags = t.End, t.Flags
+		rw.capClientBytes, rw.capServerBytes = t.ClientBytes, t.ServerBytes
+	} else {
+		// The capture had not ended: what is known so far. The row keeps
+		// the session's start number (Head.ID): it has no end number.
+		// endCap stays capture-end (which matches any replayed end).
+		if o.cmp.holes {
+			rw.flags |= session.Holes
+		}
+		rw.capServerBytes = o.cmp.end[capSide]
+	}
+	o.classify(res)
+	o.cmp.release()
 	o.r.add(rw)
 }
 
+// complete reports whether the captured server stream arrived whole, so that
+// a verdict is possible: the capture ended (Tail), nothing was cut by the
+// builder's limit, no hole was skipped, and the captured bytes add up to
+// the stream's length. (A snap length cut of the server stream shows as
+// holes; one of the client stream alone does not make the answer
+// incomparable.)
+func (o *sessionObs) complete(t *session.Tail) bool {
+	return t != nil && t.Flags&session.ServerCut == 0 && !o.cmp.holes && o.cmp.capBytes == t.ServerBytes
+}
+
 // classify sets the row's match class and first difference.
-func (o *sessionObs) classify() {
+func (o *sessionObs) classify(res *replay.Result) {
 	rw, c := &o.row, &o.cmp
-	capBytes := o.s.ServerBytes
+	n := c.end[repSide]
+	capBytes := rw.capServerBytes
 	rw.firstDiff = -1
 	switch {
 	case !rw.dialed:
 		rw.match = NotReplayed
 		return
-	case rw.outcome == replay.Canceled:
-		// Cut short by the user (SIGINT): no verdict on the answer, only
-		// whether what arrived agreed with the capture so far.
-		rw.match = NotComparable
-		rw.capturedMatch = c.firstDiff < 0
-		if c.firstDiff >= 0 {
-			rw.firstDiff = c.firstDiff
-			o.snippets()
-		}
+	case rw.outcome == replay.Canceled, res.Dropped > 0:
+		// Cut short by the user (SIGINT), or the replay could not send
+		// all the client had sent (a live capture outran it): no verdict
+		// on the answer, only whether what arrived agreed with the
+		// capture so far.
+		o.notComparable()
 		return
-	case c.n == 0 && capBytes > 0:
+	case n == 0 && capBytes > 0:
 		rw.match = Missing
 		rw.firstDiff = 0
 		return
-	case !o.complete:
-		rw.match = NotComparable
-		rw.capturedMatch = c.firstDiff < 0
-		if c.firstDiff >= 0 {
-			rw.firstDiff = c.firstDiff
-			o.snippets()
-		}
+	case !o.complete(res.Tail):
+		o.notComparable()
 		return
-	case c.firstDiff < 0 && c.n == capBytes:
+	case c.firstDiff < 0 && c.skipped:
+		// What was compared agreed, but not all of it could be (a
+		// stream's lead outgrew RecordLimit): no verdict.
+		o.notComparable()
+		return
+	case c.firstDiff < 0 && n == capBytes:
 		rw.match = Identical
 		return
 	}
 	rw.firstDiff = c.firstDiff
 	if rw.firstDiff < 0 {
-		rw.firstDiff = min(c.n, capBytes) // a prefix of the other
+		rw.firstDiff = min(n, capBytes) // a prefix of the other
 	}
-	if rec, ok := o.recorded(); ok {
-		a, okA := normalizeHTTP(rec, o.r.volatile)
-		b, okB := normalizeHTTP(o.s.ServerData, o.r.volatile)
-		if okA && okB && bytes.Equal(a, b) {
-			rw.match = Volatile
-			return
-		}
+	if o.volatile(capBytes) {
+		rw.match = Volatile
+		return
 	}
 	rw.match = Different
-	if c.n == capBytes {
+	if n == capBytes {
 		rw.match = SameLength
 	}
 	o.snippets()
 }
 
+// notComparable classifies the row as NotComparable, telling whether the
+// parts compared agreed.
+func (o *sessionObs) notComparable() {
+	rw, c := &o.row, &o.cmp
+	rw.match = NotComparable
+	rw.capturedMatch = c.firstDiff < 0
+	if c.firstDiff >= 0 {
+		rw.firstDiff = c.firstDiff
+		o.snippets()
+	}
+}
+
+// volatile reports whether both answers were recorded and differ only in
+// volatile HTTP header values.
+func (o *sessionObs) volatile(capBytes int64) bool {
+	c := &o.cmp
+	if !c.recording || !c.http || c.end[repSide] > capBytes+recordSlack {
+		return false
+	}
+	capd, okC := c.capturedWhole()
+	ans, okA := c.answer()
+	if !okC || !okA {
+		return false
+	}
+	a, okA := normalizeHTTP(ans, o.r.volatile)
+	b, okB := normalizeHTTP(capd, o.r.volatile)
+	return okA && okB && bytes.Equal(a, b)
+}
+
 // snippets keeps short excerpts of both streams at the first difference.
 func (o *sessionObs) snippets() {
-	rw := &o.row
-	rw.diffCaptured = string(o.cmp.capturedAt(rw.firstDiff))
-	if o.cmp.firstDiff >= 0 {
-		rw.diffReplayed = string(o.cmp.replayed)
+	rw, c := &o.row, &o.cmp
+	rw.diffCaptured = string(c.excerpt(capSide, rw.firstDiff))
+	if c.firstDiff >= 0 {
+		rw.diffReplayed = string(c.excerpt(repSide, c.firstDiff))
 	}
 }
 
 // row is the compact per-session record; the report formats it.
 type row struct {
-	id                                uint64
+	id, startID                       uint64
 	pass, copy                        int32
 	capClient, mapped, server, target netip.AddrPort
 	local                             netip.AddrPort

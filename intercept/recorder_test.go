@@ -42,17 +42,115 @@ func capSession(id uint64, server string, flags session.Flags, holes ...session.
 	return s
 }
 
-// play feeds one session through a Recorder as the engine would: Begin,
-// the answer in pieces of size step, Done.
-func play(r *Recorder, s *session.Session, answer string, step int, res replay.Result) {
-	info := &replay.SessionInfo{Session: s, Client: netip.MustParseAddrPort("198.18.3.4:20000"),
+// order is how play interleaves the captured server bytes (Captured) and
+// the target's answer (Received).
+type order int
+
+const (
+	capturedFirst order = iota // the whole capture, then the answer
+	capturedLast               // the answer, then the capture (the capture lags)
+	capturedLeads              // alternating pieces, a captured one first
+	answerLeads                // alternating pieces, a piece of the answer first
+)
+
+var orders = []order{capturedFirst, capturedLast, capturedLeads, answerLeads}
+
+func (o order) String() string {
+	return [...]string{"captured-first", "captured-last", "captured-leads", "answer-leads"}[o]
+}
+
+// feeding is how play hands a session to a Recorder.
+type feeding struct {
+	answer string
+	step   int // size of the pieces of both streams; 0: one piece each
+	order  order
+	res    replay.Result
+	// cut: the replay ended before the capture did (Result.Tail nil); the
+	// session's ServerData is what had been captured by then.
+	cut bool
+}
+
+// play feeds one session through a Recorder as the engine would: Begin with
+// the session's Head, its captured server segments and the answer in pieces
+// interleaved as f says, then Done with f.res completed (Tail, Chunks, bytes
+// received). Each piece is passed in a buffer that is overwritten after the
+// call, as the engine's buffers are reused. After every call the session's
+// stores must be within their bound, and after Done empty. play may run on
+// any goroutine (it reports with t.Errorf only).
+func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
+	t.Helper()
+	info := &replay.SessionInfo{Head: s.Head(), Client: netip.MustParseAddrPort("198.18.3.4:20000"),
 		Target: netip.MustParseAddrPort("127.0.0.1:8080"), Scheduled: t0.Add(s.StartOffset)}
-	o := r.Begin(info)
-	for b := []byte(answer); len(b) > 0; {
-		n := min(step, len(b))
-		o.Received(append([]byte(nil), b[:n]...))
-		b = b[n:]
+	o := r.Begin(info).(*sessionObs)
+	step := f.step
+	if step <= 0 {
+		step = 1 << 30
 	}
+	type piece struct {
+		off  int64
+		data []byte
+	}
+	var capd []piece
+	s.ServerSegments(func(off int64, data []byte) {
+		for len(data) > 0 {
+			n := min(step, len(data))
+			capd = append(capd, piece{off, data[:n]})
+			off, data = off+int64(n), data[n:]
+		}
+	})
+	var ans [][]byte
+	for b := []byte(f.answer); len(b) > 0; b = b[min(step, len(b)):] {
+		ans = append(ans, b[:min(step, len(b))])
+	}
+	buf := make([]byte, min(step, 1<<20))
+	scratch := func(p []byte) []byte {
+		if len(p) > len(buf) {
+			buf = make([]byte, len(p))
+		}
+		return buf[:copy(buf, p)]
+	}
+	check := func(what string) {
+		t.Helper()
+		for i := range o.cmp.st {
+			st := &o.cmp.st[i]
+			if st.held() > o.cmp.bound || cap(st.buf) > 3*o.cmp.bound {
+				t.Errorf("after %s: store %d holds %d bytes (cap %d), bound %d", what, i, st.held(), cap(st.buf), o.cmp.bound)
+			}
+		}
+		for i := range buf {
+			buf[i] = '#' // the caller reuses its buffer
+		}
+	}
+	sendCap := func() {
+		p := capd[0]
+		capd = capd[1:]
+		o.Captured(p.off, scratch(p.data))
+		check("Captured")
+	}
+	sendAns := func() {
+		p := ans[0]
+		ans = ans[1:]
+		o.Received(scratch(p))
+		check("Received")
+	}
+	switch f.order {
+	case capturedFirst:
+		for len(capd) > 0 {
+			sendCap()
+		}
+	case capturedLast:
+		for len(ans) > 0 {
+			sendAns()
+		}
+	}
+	for turn := f.order == answerLeads; len(capd)+len(ans) > 0; turn = !turn {
+		if turn && len(ans) > 0 || len(capd) == 0 {
+			sendAns()
+		} else {
+			sendCap()
+		}
+	}
+	res := f.res
 	if res.Outcome == replay.OK && !res.Dialed && res.Err == nil {
 		res.Dialed = true
 		res.End = s.End
@@ -60,8 +158,37 @@ func play(r *Recorder, s *session.Session, answer string, step int, res replay.R
 	if res.Dialed {
 		res.Local = info.Client
 	}
-	res.BytesReceived = int64(len(answer))
+	if !f.cut {
+		res.Tail = s.Tail()
+		res.Chunks = len(s.Chunks)
+	}
+	res.BytesReceived = int64(len(f.answer))
 	o.Done(&res)
+	for i, st := range o.cmp.st {
+		if st.buf != nil || st.runs != nil {
+			t.Errorf("store %d kept after Done: %d bytes", i, cap(st.buf))
+		}
+	}
+}
+
+// playAll plays s in every order with pieces of each size and returns the
+// row of each, keyed by order and step.
+func playAll(t *testing.T, opts Options, s *session.Session, f feeding, steps ...int) map[string]Row {
+	t.Helper()
+	rows := map[string]Row{}
+	for _, ord := range orders {
+		for _, step := range steps {
+			r := New(opts)
+			f.order, f.step = ord, step
+			play(t, r, s, f)
+			rs := r.Report(nil).Rows()
+			if len(rs) != 1 {
+				t.Fatalf("%d rows", len(rs))
+			}
+			rows[fmt.Sprintf("%s/step%d", ord, step)] = rs[0]
+		}
+	}
+	return rows
 }
 
 const (
@@ -84,6 +211,7 @@ func TestMatchClasses(t *testing.T) {
 		answer    string
 		opts      Options
 		res       replay.Result
+		cut       bool
 		want      Match
 		firstDiff int64
 	}{
@@ -127,33 +255,178 @@ func TestMatchClasses(t *testing.T) {
 			res: replay.Result{Outcome: replay.Canceled, Dialed: true, Err: context.Canceled}},
 		{name: "refused", s: capSession(0, resp1, 0), answer: "", want: NotReplayed, firstDiff: -1,
 			res: replay.Result{Outcome: replay.Refused, Err: syscall.ECONNREFUSED}},
+		{name: "server hole at the start", s: capSession(0, "cdef", session.Holes,
+			session.Hole{Server: true, Offset: 0, Len: 2}), answer: "abcdef", want: NotComparable, firstDiff: -1},
+		{name: "server hole at the end", s: capSession(0, "abcd", session.Holes,
+			session.Hole{Server: true, Offset: 4, Len: 2}), answer: "abcdef", want: NotComparable, firstDiff: -1},
+		{name: "server hole, http", s: capSession(0, resp1[:20]+resp1[30:], session.Holes,
+			session.Hole{Server: true, Offset: 20, Len: 10}), answer: resp1, want: NotComparable, firstDiff: -1},
+		{name: "server cut by the builder's limit", s: func() *session.Session {
+			s := capSession(0, "abcd", session.Truncated|session.ServerCut)
+			s.ServerBytes = 10
+			return s
+		}(), answer: "abcdefghij", want: NotComparable, firstDiff: -1},
+		{name: "client snap length cut only", s: capSession(0, "abcd", session.Holes|session.Truncated|session.SnapLen,
+			session.Hole{Server: false, Offset: 4, Len: 2}), answer: "abcd", want: Identical, firstDiff: -1},
+		{name: "replay ended before the capture, agreeing so far", s: capSession(0, resp1[:30], 0), answer: resp1, cut: true,
+			want: NotComparable, firstDiff: -1, res: replay.Result{Outcome: replay.Reset, Dialed: true, Err: syscall.ECONNRESET}},
+		{name: "replay ended before the capture, differing", s: capSession(0, resp1[:30], 0), answer: later, cut: true,
+			want: NotComparable, firstDiff: int64(strings.Index(resp1, "Mon")), res: replay.Result{Outcome: replay.Reset, Dialed: true, Err: syscall.ECONNRESET}},
+		{name: "replay ended before the capture, nothing captured yet", s: capSession(0, "", 0), answer: "", cut: true,
+			want: NotComparable, firstDiff: -1, res: replay.Result{Outcome: replay.Deviation, Dialed: true}},
+		{name: "replay ended before the capture, no answer", s: capSession(0, "abc", 0), answer: "", cut: true,
+			want: Missing, firstDiff: 0, res: replay.Result{Outcome: replay.Deviation, Dialed: true}},
+		{name: "client bytes dropped", s: capSession(0, resp1, 0), answer: resp1[:40], want: NotComparable, firstDiff: -1,
+			res: replay.Result{Outcome: replay.OK, Dialed: true, End: session.EndClientFIN, Dropped: 100}},
 	} {
-		for _, step := range []int{1, 7, 1 << 20} {
-			t.Run(fmt.Sprintf("%s/step%d", tc.name, step), func(t *testing.T) {
-				r := New(tc.opts)
-				play(r, tc.s, tc.answer, step, tc.res)
-				rows := r.Report(nil).Rows()
-				if len(rows) != 1 {
-					t.Fatalf("%d rows", len(rows))
-				}
-				row := rows[0]
+		t.Run(tc.name, func(t *testing.T) {
+			rows := playAll(t, tc.opts, tc.s, feeding{answer: tc.answer, res: tc.res, cut: tc.cut}, 1, 7, 1<<20)
+			for name, row := range rows {
 				if row.Match != tc.want.String() || row.FirstDiff != tc.firstDiff {
-					t.Errorf("match %s first diff %d, want %s %d", row.Match, row.FirstDiff, tc.want, tc.firstDiff)
+					t.Errorf("%s: match %s first diff %d, want %s %d", name, row.Match, row.FirstDiff, tc.want, tc.firstDiff)
 				}
 				if tc.want == NotComparable && (row.CapturedMatch == nil || *row.CapturedMatch != (tc.firstDiff < 0)) {
-					t.Errorf("captured match %v", row.CapturedMatch)
+					t.Errorf("%s: captured match %v", name, row.CapturedMatch)
 				}
-			})
+			}
+		})
+	}
+}
+
+// TestSnippets: the excerpts at the first difference are the same whichever
+// stream arrives first, also when the captured side arrives after the
+// target's answer, and whether or not the answers are being recorded for
+// the volatile check.
+func TestSnippets(t *testing.T) {
+	for _, tc := range []struct {
+		name, captured, answer string
+		firstDiff              int64
+		diffCaptured           string
+		diffReplayed           string
+	}{
+		{"http", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 503 Unavailable\r\n\r\n", 9,
+			"200 OK\r\nContent-Length: 2\r\n\r\nok", "503 Unavailable\r\n\r\n"},
+		{"not http, long tails", "+OK " + strings.Repeat("a", 100), "+OK " + strings.Repeat("b", 100), 4,
+			strings.Repeat("a", 32), strings.Repeat("b", 32)},
+		{"answer shorter", "0123456789abcdefghij", "0123456789", 10, "abcdefghij", ""},
+		{"answer longer", "0123456789", "0123456789abcdefghij", 10, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows := playAll(t, Options{}, capSession(0, tc.captured, 0), feeding{answer: tc.answer}, 1, 3, 1<<20)
+			for name, row := range rows {
+				if row.FirstDiff != tc.firstDiff || row.DiffCaptured != tc.diffCaptured || row.DiffReplayed != tc.diffReplayed {
+					t.Errorf("%s: first diff %d, snippets %q / %q; want %d, %q / %q", name, row.FirstDiff,
+						row.DiffCaptured, row.DiffReplayed, tc.firstDiff, tc.diffCaptured, tc.diffReplayed)
+				}
+			}
+		})
+	}
+}
+
+// TestCapturedArrivesLate: the capture delivers the server bytes after the
+// target has answered whole (a replay that runs ahead of the capture), in
+// pieces; the difference is found only then, with both excerpts.
+func TestCapturedArrivesLate(t *testing.T) {
+	captured := resp1 + resp1
+	answer := resp1 + strings.Replace(resp1, "hello", "HELLO", 1)
+	at := int64(len(resp1) + strings.Index(resp1, "hello"))
+	for _, step := range []int{1, 5, 64, 1 << 20} {
+		r := New(Options{})
+		play(t, r, capSession(0, captured, 0), feeding{answer: answer, step: step, order: capturedLast})
+		row := r.Report(nil).Rows()[0]
+		if row.Match != "same-length" || row.FirstDiff != at || row.DiffCaptured != "hello" || row.DiffReplayed != "HELLO" {
+			t.Errorf("step %d: %s at %d, %q / %q", step, row.Match, row.FirstDiff, row.DiffCaptured, row.DiffReplayed)
 		}
 	}
 }
 
-func TestSnippets(t *testing.T) {
-	r := New(Options{})
-	play(r, capSession(0, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0), "HTTP/1.1 503 Unavailable\r\n\r\n", 3, replay.Result{})
-	row := r.Report(nil).Rows()[0]
-	if row.DiffCaptured != "200 OK\r\nContent-Length: 2\r\n\r\nok" || row.DiffReplayed != "503 Unavailable\r\n\r\n" {
-		t.Errorf("snippets %q / %q", row.DiffCaptured, row.DiffReplayed)
+// TestInterleaved: small pieces of both streams in turn, each side leading
+// by a piece, through every class that needs both streams.
+func TestInterleaved(t *testing.T) {
+	later := strings.Replace(resp1, "Mon, 02 Mar 2026 10:00:00", "Tue, 03 Mar 2026 11:11:11", 1)
+	for _, tc := range []struct {
+		captured, answer string
+		want             Match
+	}{
+		{resp1 + chunked, resp1 + chunked, Identical},
+		{resp1 + chunked, resp1Later + chunkedLater, Volatile},
+		{resp1 + chunked, later + strings.Replace(chunked, "world", "WORLD", 1), SameLength},
+		{resp1 + chunked, later + strings.Replace(chunked, "6;x=y\r\n world", "5\r\nworld", 1), Different},
+		{"x" + resp1, "x" + later, SameLength},
+	} {
+		for _, ord := range []order{capturedLeads, answerLeads} {
+			for step := 1; step <= 17; step += 4 {
+				r := New(Options{})
+				play(t, r, capSession(0, tc.captured, 0), feeding{answer: tc.answer, step: step, order: ord})
+				if row := r.Report(nil).Rows()[0]; row.Match != tc.want.String() {
+					t.Errorf("%.10q %s step %d: %s, want %s", tc.answer, ord, step, row.Match, tc.want)
+				}
+			}
+		}
+	}
+}
+
+// TestBound: a captured stream (or answer) far larger than RecordLimit is
+// never held whole: the side ahead keeps at most RecordLimit bytes (play
+// checks it after every call), and what it could not keep goes uncompared.
+func TestBound(t *testing.T) {
+	const limit = 1000
+	big := make([]byte, 100_000)
+	for i := range big {
+		big[i] = byte('a' + i%23)
+	}
+	with := func(at int, b byte) string {
+		c := append([]byte(nil), big...)
+		c[at] = b
+		return string(c)
+	}
+	farSteps := []int{100, 4096, 1 << 20}
+	httpBig := "HTTP/1.1 200 OK\r\nDate: Mon, 02 Mar 2026 10:00:00 GMT\r\nContent-Length: 100000\r\n\r\n" + string(big)
+	for _, tc := range []struct {
+		name             string
+		captured, answer string
+		orders           []order
+		steps            []int
+		want             Match
+		firstDiff        int64
+	}{
+		// One side ahead by the whole stream: only the first RecordLimit
+		// bytes are compared; the rest cannot be.
+		{"identical, one side far ahead", string(big), string(big), []order{capturedFirst, capturedLast}, farSteps, NotComparable, -1},
+		{"difference past the bound", string(big), with(50_000, '!'), []order{capturedFirst, capturedLast}, farSteps, NotComparable, -1},
+		// What was compared decides.
+		{"difference within the bound", string(big), with(300, '!'), []order{capturedFirst, capturedLast}, farSteps, SameLength, 300},
+		{"shorter answer within the bound", string(big), string(big[:500]), []order{capturedFirst, capturedLast}, farSteps, Different, 500},
+		// In step, neither side leads by more than a piece (no larger than
+		// the limit): all compared.
+		{"identical in step", string(big), string(big), []order{capturedLeads, answerLeads}, []int{100, limit}, Identical, -1},
+		{"difference in step", string(big), with(50_000, '!'), []order{capturedLeads, answerLeads}, []int{100, limit}, SameLength, 50_000},
+		// An HTTP answer longer than the limit is not recorded for the
+		// volatile check.
+		{"http, longer than the limit", httpBig, strings.Replace(httpBig, "10:00:00", "10:00:01", 1), orders, farSteps, SameLength,
+			int64(strings.Index(httpBig, "10:00:00") + 7)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, ord := range tc.orders {
+				for _, step := range tc.steps {
+					r := New(Options{RecordLimit: limit})
+					play(t, r, capSession(0, tc.captured, 0), feeding{answer: tc.answer, step: step, order: ord})
+					row := r.Report(nil).Rows()[0]
+					if row.Match != tc.want.String() || row.FirstDiff != tc.firstDiff {
+						t.Errorf("%s step %d: %s at %d, want %s at %d", ord, step, row.Match, row.FirstDiff, tc.want, tc.firstDiff)
+					}
+					if tc.want == NotComparable && (row.CapturedMatch == nil || !*row.CapturedMatch) {
+						t.Errorf("%s step %d: captured match %v", ord, step, row.CapturedMatch)
+					}
+					if tc.firstDiff >= 0 {
+						wantCap := tc.captured[tc.firstDiff:min(len(tc.captured), int(tc.firstDiff)+snippetLen)]
+						if row.DiffCaptured != wantCap {
+							t.Errorf("%s step %d: captured excerpt %q, want %q", ord, step, row.DiffCaptured, wantCap)
+						}
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -191,15 +464,17 @@ func TestNormalizeHTTP(t *testing.T) {
 // TestReportGolden: the JSON form, field names and all, is a contract.
 func TestReportGolden(t *testing.T) {
 	r := New(Options{})
-	play(r, capSession(2, resp1, 0), strings.Replace(resp1, "10:00:00", "10:00:01", 1), 64, replay.Result{
-		Start: t0, Finish: t0.Add(1500 * time.Microsecond), BytesSent: 18, ChunksSent: 1})
-	play(r, capSession(0, resp1, 0), resp1, 64, replay.Result{Start: t0, Finish: t0.Add(time.Millisecond), BytesSent: 18, ChunksSent: 1})
-	play(r, capSession(1, resp1, 0), "", 64, replay.Result{Outcome: replay.Refused,
-		Err: errors.New("dial 127.0.0.1:8080 from 198.18.3.4:20000: connection refused"), Start: t0, Finish: t0})
+	play(t, r, capSession(2, resp1, 0), feeding{answer: strings.Replace(resp1, "10:00:00", "10:00:01", 1), step: 64, res: replay.Result{
+		Start: t0, Finish: t0.Add(1500 * time.Microsecond), BytesSent: 18, ChunksSent: 1}})
+	play(t, r, capSession(0, resp1, 0), feeding{answer: resp1, step: 64, res: replay.Result{
+		Start: t0, Finish: t0.Add(time.Millisecond), BytesSent: 18, ChunksSent: 1}})
+	play(t, r, capSession(1, resp1, 0), feeding{step: 64, res: replay.Result{Outcome: replay.Refused,
+		Err: errors.New("dial 127.0.0.1:8080 from 198.18.3.4:20000: connection refused"), Start: t0, Finish: t0}})
 	s3 := capSession(3, "abcdef", session.Truncated|session.ServerCut)
 	s3.ServerBytes = 100
-	play(r, s3, "abcdeX", 64, replay.Result{Outcome: replay.Deviation, Dialed: true, End: session.EndServerFIN,
-		Deviations: replay.Deviations{TurnTimeouts: 1, QuietTurns: 2}, Start: t0, Finish: t0.Add(10 * time.Second), BytesSent: 18, ChunksSent: 1})
+	play(t, r, s3, feeding{answer: "abcdeX", step: 64, order: capturedLast, res: replay.Result{Outcome: replay.Deviation, Dialed: true,
+		End: session.EndServerFIN, Deviations: replay.Deviations{TurnTimeouts: 1, QuietTurns: 2},
+		Start: t0, Finish: t0.Add(10 * time.Second), BytesSent: 18, ChunksSent: 1}})
 	sum := &replay.Summary{RunID: 0x1234, Passes: 1, Speed: 1, Start: t0, Wall: 3 * time.Second,
 		Read: 4, Planned: 4, Replayed: 4, Succeeded: 2, Failed: replay.Failures{Refused: 1, Deviation: 1},
 		BytesSent: 54, BytesReceived: 400, ChunksSent: 3,
@@ -236,7 +511,7 @@ func TestRecorderConcurrentAndBounded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 25 {
-				play(r, capSession(uint64(g*25+i), resp1, 0), resp1, 13, replay.Result{})
+				play(t, r, capSession(uint64(g*25+i), resp1, 0), feeding{answer: resp1, step: 13, order: order(i % len(orders))})
 			}
 		}()
 	}
@@ -252,5 +527,30 @@ func TestRecorderConcurrentAndBounded(t *testing.T) {
 	rep.Totals.WriteText(&sb)
 	if !strings.Contains(sb.String(), "100.0% match (200 identical") {
 		t.Errorf("text: %s", sb.String())
+	}
+}
+
+// TestRowID: a row is numbered by the session's end in the capture
+// (Tail.EndSeq, the report's numbering before sessions streamed), or by its
+// start (Head.ID) when the capture had not ended.
+func TestRowID(t *testing.T) {
+	r := New(Options{})
+	s := capSession(3, "ok", 0)
+	for _, cut := range []bool{false, true} {
+		h := s.Head()
+		h.ID = 7 // started eighth, ended fourth
+		o := r.Begin(&replay.SessionInfo{Head: h})
+		o.Captured(0, []byte("ok"))
+		o.Received([]byte("ok"))
+		res := replay.Result{Dialed: true, End: s.End, Tail: s.Tail(), Chunks: 1}
+		if cut {
+			res.Tail = nil
+		}
+		o.Done(&res)
+	}
+	rows := r.Report(nil).Rows()
+	if len(rows) != 2 || rows[0].ID != 3 || rows[0].Match != "identical" || rows[1].ID != 7 || rows[1].Match != "not-comparable" ||
+		rows[1].CapturedServerBytes != 2 || rows[1].EndCaptured != "capture-end" {
+		t.Errorf("rows %+v", rows)
 	}
 }

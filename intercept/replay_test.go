@@ -127,6 +127,16 @@ func TestReplayAgainstHTTPServer(t *testing.T) {
 			t.Errorf("session %d: match %s outcome %s end %s, want %s ok client-fin", r.ID, r.Match, r.Outcome, r.EndReplayed, want[i])
 		}
 	}
+	// The capture's side of each row comes from the Result: its Tail and
+	// chunk count.
+	for i, r := range rows {
+		s := ss[i]
+		if r.Chunks != len(s.Chunks) || r.CapturedServerBytes != s.ServerBytes ||
+			r.CapturedClientBytes != s.ClientBytes || r.EndCaptured != s.End.String() {
+			t.Errorf("session %d: chunks %d, captured %d/%d bytes, end %s; want %d, %d/%d, %s", r.ID, r.Chunks,
+				r.CapturedServerBytes, r.CapturedClientBytes, r.EndCaptured, len(s.Chunks), s.ServerBytes, s.ClientBytes, s.End)
+		}
+	}
 	// The 404 answer is shorter than the captured one: one quiet turn.
 	if rows[2].Deviations.QuietTurns != 1 || sum.Deviations.QuietTurns != 1 {
 		t.Errorf("deviations %+v / %+v", rows[2].Deviations, sum.Deviations)

@@ -126,7 +126,13 @@ func (t *Totals) WriteText(w io.Writer) error {
 
 // Row is one session of the report.
 type Row struct {
+	// ID numbers the captured sessions in the order they ended in the
+	// capture (Tail.EndSeq, as inspect numbers them); a session whose
+	// capture had not ended when its replay did has its start number
+	// (Head.ID) instead, and Ended false. StartID numbers the sessions in
+	// the order they started in the capture, always.
 	ID             uint64 `json:"id"`
+	StartID        uint64 `json:"start_id"`
 	Pass           int    `json:"pass"`
 	Copy           int    `json:"copy"`
 	CapturedClient string `json:"captured_client"`
@@ -177,7 +183,7 @@ type DeviationsRow struct {
 
 func (rw *row) export() Row {
 	r := Row{
-		ID: rw.id, Pass: int(rw.pass), Copy: int(rw.copy),
+		ID: rw.id, StartID: rw.startID, Pass: int(rw.pass), Copy: int(rw.copy),
 		CapturedClient: rw.capClient.String(), MappedClient: rw.mapped.String(),
 		Server: rw.server.String(), Target: rw.target.String(),
 		Scheduled: rw.scheduled, DurationMS: float64(rw.durationNS/1e3) / 1e3,

@@ -47,9 +47,16 @@ func runBench(b *testing.B, cfg Config, ss []*session.Session) *Summary {
 	return sum
 }
 
-// BenchmarkEngineShortSessions measures the engine alone: in-memory conns,
-// a server that answers 200 bytes and closes. Allocations are per session.
+// BenchmarkEngineShortSessions measures the engine alone: in-memory conns of
+// each connKind, a server that answers 200 bytes and closes. Allocations are
+// per session.
 func BenchmarkEngineShortSessions(b *testing.B) {
+	for _, k := range connKinds() {
+		b.Run(k.String(), func(b *testing.B) { benchEngineShortSessions(b, k) })
+	}
+}
+
+func benchEngineShortSessions(b *testing.B, k connKind) {
 	const n = 2000
 	ss := shortSessions(n, 100, 200)
 	resp := make([]byte, 200)
@@ -57,7 +64,7 @@ func BenchmarkEngineShortSessions(b *testing.B) {
 	b.ResetTimer()
 	var wall time.Duration
 	for range b.N {
-		d := newMemDialer(b, newFakeClock(), func(c *memConn, _ dialRec) {
+		d := newMemDialerKind(b, k, newFakeClock(), func(c *memConn, _ dialRec) {
 			readN(b, c, 100)
 			c.Write(resp)
 		})

@@ -30,6 +30,14 @@ const (
 	DefaultSessionTimeout = 60 * time.Second
 	// DefaultMaxSessions caps sessions in flight.
 	DefaultMaxSessions = 1024
+	// DefaultWindow is how many client bytes of one session may wait in
+	// the replay for their turn: enough for several merged chunks (1 MiB
+	// each at most), so a bulk upload never waits for the capture reader.
+	DefaultWindow = 4 << 20
+	// DefaultBudget bounds the client bytes held for sessions that are
+	// not running (waiting for their predecessors, their time or a slot)
+	// where the reader cannot wait for them; past it they are shed.
+	DefaultBudget = 64 << 20
 )
 
 // Default client ranges: the benchmarking ranges of RFC 2544 and RFC 5180,
@@ -92,6 +100,17 @@ type Config struct {
 	// memory by sessions in flight, not by capture size. Defaults
 	// DefaultMaxSessions and 4×MaxSessions.
 	MaxSessions, MaxPending int
+
+	// Live: the sessions come from a capture that is happening (a live
+	// interface, a stream): the Sink never blocks the capture, bytes that
+	// do not fit a session's Window or the Budget are dropped and counted
+	// (the session is marked), and Summary.LiveLag measures how long after
+	// its capture each chunk was written.
+	Live bool
+	// Window bounds the client bytes of one session queued for the replay
+	// (default DefaultWindow); Budget bounds those of all sessions together
+	// where the reader cannot wait (default DefaultBudget). See feed.go.
+	Window, Budget int64
 
 	// NoCausalOrder drops the order between sessions (pure load
 	// generation): a session no longer waits for the sessions that had
@@ -238,6 +257,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxPending = 4 * c.MaxSessions
 	}
 	c.MaxPending = max(c.MaxPending, c.MaxSessions)
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	if c.Budget <= 0 {
+		c.Budget = DefaultBudget
+	}
 	if c.Rate < 0 || math.IsNaN(c.Rate) {
 		return bad("rate %v: want >= 0", c.Rate)
 	}
@@ -258,6 +283,12 @@ func (c Config) withDefaults() (Config, error) {
 
 // maxSpeed reports whether the replay ignores captured timing.
 func (c *Config) maxSpeed() bool { return math.IsInf(c.Speed, 1) }
+
+// paced reports whether sessions and chunks wait for their scaled captured
+// times. Live input is paced by the capture itself: a chunk is handed over
+// when it happens, so waiting for its offset from the replayed session's
+// start (which began later, after the dial) would only add lag.
+func (c *Config) paced() bool { return !c.maxSpeed() && !c.Live }
 
 // scale converts a captured duration to replay time.
 func (c *Config) scale(d time.Duration) time.Duration {

@@ -37,7 +37,7 @@ func capturedSessions(t *testing.T, n, clients, reuse int) []*session.Session {
 	}
 	pkts := replaytest.Merge(convs...)
 	var ss []*session.Session
-	b := session.NewBuilder(session.Config{}, func(s *session.Session) { ss = append(ss, s) })
+	b := session.NewBuilder(session.Config{}, session.Collect(func(s *session.Session) { ss = append(ss, s) }))
 	for i := range pkts {
 		b.Add(&pkts[i])
 	}
@@ -76,13 +76,13 @@ func serveCtl(t *testing.T) func(c *memConn, _ dialRec) {
 	}
 }
 
-// replayed runs ss once with mod applied to the config and returns the
+// replayed runs ss once on conns of kind k with mod applied to the config and returns the
 // summary and what each replayed copy was: SessionInfo by observer key.
-func replayed(t *testing.T, ss []*session.Session, mod func(*Config)) (*Summary, map[uint64]SessionInfo, []dialRec) {
+func replayed(t *testing.T, k connKind, ss []*session.Session, mod func(*Config)) (*Summary, map[uint64]SessionInfo, []dialRec) {
 	t.Helper()
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, serveCtl(t))
+	d := newMemDialerKind(t, k, clock, serveCtl(t))
 	cfg := testConfig(t, clock, d, obs)
 	if mod != nil {
 		mod(&cfg)
@@ -102,6 +102,10 @@ func replayed(t *testing.T, ss []*session.Session, mod func(*Config)) (*Summary,
 // together replay every session of the capture exactly once; and the shards
 // of a sample partition exactly that sample.
 func TestControlsShardUnionIsCapture(t *testing.T) {
+	forEachConnKind(t, testControlsShardUnionIsCapture)
+}
+
+func testControlsShardUnionIsCapture(t *testing.T, k connKind) {
 	ss := capturedSessions(t, 1500, 40, 4)
 	for _, sample := range []float64{1, 0.3} {
 		want := map[uint64]bool{}
@@ -110,9 +114,9 @@ func TestControlsShardUnionIsCapture(t *testing.T) {
 				want[s.ID] = true
 			}
 		} else {
-			sum, infos, _ := replayed(t, ss, func(c *Config) { c.Sample = sample })
+			sum, infos, _ := replayed(t, k, ss, func(c *Config) { c.Sample = sample })
 			for _, info := range infos {
-				want[info.Session.ID] = true
+				want[info.Head.ID] = true
 			}
 			if sum.Skipped+sum.Planned != int64(len(ss)) || len(want) < 350 || len(want) > 550 {
 				t.Fatalf("sample %v: %d of %d sessions, summary %+v", sample, len(want), len(ss), sum)
@@ -121,7 +125,7 @@ func TestControlsShardUnionIsCapture(t *testing.T) {
 		for _, n := range []int{1, 2, 3, 7, 16} {
 			owner := map[uint64]int{}
 			for i := range n {
-				sum, infos, _ := replayed(t, ss, func(c *Config) {
+				sum, infos, _ := replayed(t, k, ss, func(c *Config) {
 					c.Shard, c.Sample, c.RunID = Shard{i, n}, sample, uint64(1000*n+i+1)
 				})
 				if sum.Read != int64(len(ss)) || sum.Skipped+sum.Planned != sum.Read || sum.Succeeded != sum.Planned {
@@ -131,7 +135,7 @@ func TestControlsShardUnionIsCapture(t *testing.T) {
 					t.Fatalf("sample %v shard %d/%d: %d sessions observed, %d planned", sample, i, n, len(infos), sum.Planned)
 				}
 				for _, info := range infos {
-					id := info.Session.ID
+					id := info.Head.ID
 					if prev, dup := owner[id]; dup {
 						t.Fatalf("sample %v: session %d replayed by shards %d/%d and %d/%d", sample, id, prev, n, i, n)
 					}
@@ -154,12 +158,16 @@ func TestControlsShardUnionIsCapture(t *testing.T) {
 // the run id (another machine, another day), and a smaller fraction is a
 // subset of a larger one.
 func TestControlsSampleDeterministic(t *testing.T) {
+	forEachConnKind(t, testControlsSampleDeterministic)
+}
+
+func testControlsSampleDeterministic(t *testing.T, k connKind) {
 	ss := capturedSessions(t, 1000, 25, 2)
 	ids := func(sample float64, runID uint64) []uint64 {
-		_, infos, _ := replayed(t, ss, func(c *Config) { c.Sample, c.RunID = sample, runID })
+		_, infos, _ := replayed(t, k, ss, func(c *Config) { c.Sample, c.RunID = sample, runID })
 		var out []uint64
 		for _, info := range infos {
-			out = append(out, info.Session.ID)
+			out = append(out, info.Head.ID)
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 		return out
@@ -199,9 +207,13 @@ func equalIDs(a, b []uint64) bool {
 // mapped address (the target sees one client as one), the copies of a
 // client differ, and no 4-tuple is used twice.
 func TestControlsMultiplyOwnClientAddress(t *testing.T) {
+	forEachConnKind(t, testControlsMultiplyOwnClientAddress)
+}
+
+func testControlsMultiplyOwnClientAddress(t *testing.T, k connKind) {
 	ss := capturedSessions(t, 300, 30, 3)
 	const copies = 5
-	sum, infos, dials := replayed(t, ss, func(c *Config) { c.Multiply = copies })
+	sum, infos, dials := replayed(t, k, ss, func(c *Config) { c.Multiply = copies })
 	if sum.Planned != copies*300 || sum.Succeeded != copies*300 || len(infos) != copies*300 {
 		t.Fatalf("summary %+v, %d observed", sum, len(infos))
 	}
@@ -211,7 +223,7 @@ func TestControlsMultiplyOwnClientAddress(t *testing.T) {
 	}
 	mapped := map[cc]netip.Addr{}
 	for _, info := range infos {
-		k := cc{info.Session.Client.Addr(), info.Copy}
+		k := cc{info.Head.Client.Addr(), info.Copy}
 		if a, ok := mapped[k]; ok && a != info.Client.Addr() {
 			t.Fatalf("copy %d of client %v dialed from %v and %v", info.Copy, k.client, a, info.Client.Addr())
 		}
@@ -245,9 +257,13 @@ func TestControlsMultiplyOwnClientAddress(t *testing.T) {
 // used before, nearly all from distinct addresses (a hash of the copy: a
 // few collide in a /15, and then differ by port).
 func TestControlsMultiplyBeyondTCPCopyLimit(t *testing.T) {
+	forEachConnKind(t, testControlsMultiplyBeyondTCPCopyLimit)
+}
+
+func testControlsMultiplyBeyondTCPCopyLimit(t *testing.T, k connKind) {
 	ss := capturedSessions(t, 1, 1, 1)
 	const copies = 3000
-	sum, _, dials := replayed(t, ss, func(c *Config) { c.Multiply = copies; c.MaxSessions = 64 })
+	sum, _, dials := replayed(t, k, ss, func(c *Config) { c.Multiply = copies; c.MaxSessions = 64 })
 	if sum.Planned != copies || sum.Succeeded != copies {
 		t.Fatalf("summary %+v", sum)
 	}
@@ -272,10 +288,14 @@ func TestControlsMultiplyBeyondTCPCopyLimit(t *testing.T) {
 // client to a new address, so the target sees new clients and no 4-tuple
 // is ever reused across passes; the summary covers all passes.
 func TestControlsLoopFreshAddresses(t *testing.T) {
+	forEachConnKind(t, testControlsLoopFreshAddresses)
+}
+
+func testControlsLoopFreshAddresses(t *testing.T, k connKind) {
 	ss := capturedSessions(t, 200, 20, 2)
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, serveCtl(t))
+	d := newMemDialerKind(t, k, clock, serveCtl(t))
 	cfg := testConfig(t, clock, d, obs)
 	cfg.RunID = 42
 	r, err := New(cfg)
@@ -296,7 +316,7 @@ func TestControlsLoopFreshAddresses(t *testing.T) {
 	mapped := map[cp]netip.Addr{}
 	obs.mu.Lock()
 	for _, info := range obs.infos {
-		k := cp{info.Session.Client.Addr(), info.Pass}
+		k := cp{info.Head.Client.Addr(), info.Pass}
 		if a, ok := mapped[k]; ok && a != info.Client.Addr() {
 			t.Errorf("pass %d: client %v dialed from %v and %v", info.Pass, k.client, a, info.Client.Addr())
 		}
@@ -331,8 +351,12 @@ func TestControlsLoopFreshAddresses(t *testing.T) {
 // early, so no one-second window holds more than 50; copies count against
 // the rate like sessions.
 func TestControlsRateCapsSessionsPerSecond(t *testing.T) {
+	forEachConnKind(t, testControlsRateCapsSessionsPerSecond)
+}
+
+func testControlsRateCapsSessionsPerSecond(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	cfg := testConfig(t, clock, d, nil)
 	cfg.Rate, cfg.Multiply = 50, 3
 	var ss []*session.Session

@@ -4,13 +4,18 @@
 // everything the target answers, closes as captured, and sums it all up.
 //
 // Reading captures and rebuilding sessions live in the subpackages capture and
-// session; this package only consumes *session.Session values. It must not
+// session; this package is the session builder's Sink (session.Sink): a
+// session reaches it when it starts in the capture, its chunks and end
+// follow as the capture is read (Runner.Stream; Runner.Run replays complete
+// *session.Session values through session.Session.Play). It must not
 // know about gVisor or the TUN: connections come from a Dialer (the netstack
 // over the TUN, kernel sockets with SocketDialer, an in-memory pair in tests).
 //
 // # Main types
 //
-//   - Runner (New, Run, Summary) and the one-shot Run function; Config.
+//   - Runner (New, Stream, Run, Summary) and the one-shot Run function;
+//     Config. feed.go: the per-session queue between the builder and the
+//     session's copies, and the backpressure rules.
 //   - Dialer: the consumer-owned seam to the network; SocketDialer for
 //     --via socket.
 //   - Observer / SessionObserver: what intercept implements to record and
@@ -26,9 +31,12 @@
 // one session:
 //
 //  1. waits until every session that had ended before it began in the
-//     capture (ID < EndedBefore) has ended in the replay — at every speed,
-//     while sessions that overlapped may overlap (Config.NoCausalOrder drops
-//     this for pure load);
+//     capture (Tail.EndSeq < Head.EndedBefore) has ended in the replay, and
+//     until the same client host's connections that were open then
+//     (Head.Peers) have received as many server bytes as they had, or ended,
+//     or made no progress for TurnTimeout — at every speed, while sessions
+//     that overlapped may overlap (Config.NoCausalOrder drops both for pure
+//     load);
 //  2. waits for its start time (run start + StartOffset/Speed; no wait at
 //     speed max), a rate slot (Config.Rate) and a concurrency slot
 //     (Config.MaxSessions);
@@ -36,36 +44,43 @@
 //     deterministic per RunID, rotating between runs and passes, never the
 //     same 4-tuple twice within a Runner until 64512 ports × the range are
 //     used);
-//  4. writes each chunk when its scaled time has come (dial time +
+//  4. takes each chunk from its feed as the capture delivers it and writes
+//     it when its scaled time has come (dial time +
 //     Offset/Speed) and the target has sent ServerBytesBefore bytes — or,
 //     having answered part of the turn, has been quiet for QuietTimeout (soft
 //     deviation: a shorter answer), or answered nothing for TurnTimeout (hard
 //     deviation);
-//  5. at its scaled end, waits the same way for the rest of the captured
+//  5. once the capture has ended the session (its Tail), at its scaled end,
+//     waits the same way for the rest of the captured
 //     server stream and closes as captured: client FIN → CloseWrite and drain
 //     until the target closes (CloseTimeout); client RST → Abort; server
 //     FIN/RST → wait for the target to close (CloseTimeout), else close;
 //     capture end → Close.
 //
 // Pipelined chunks (no server bytes between them) go back to back. Nothing
-// polls: on a PollConn (the netstack's conns) the owner itself reads
-// whenever it waits — for a turn, a start time, room in the send buffer, the
-// close — woken by the conn's readiness channel; on other conns (kernel
-// sockets) a reader goroutine signals the owner through a channel when a
-// turn's byte count is reached. Every deadline is one Clock timer. Chunk
-// lateness (due → written) and start lateness are kept in histograms.
+// polls: the owner itself reads whenever it waits — for the capture, a turn,
+// a start time, room in the send buffer, the close — woken by the conn's
+// readiness channel. The netstack's conns are PollConns; other conns
+// (kernel sockets) are adapted at the edge (pollconn.go: a reader goroutine
+// fills a bounded queue), so there is one owner loop. Every deadline is one
+// Clock timer. Chunk lateness (due → written), start lateness and, for live
+// input, the lag from capture to write are kept in histograms.
 //
 // # Concurrency and shutdown
 //
-// Run owns every goroutine it starts: one per pending session (the owner,
-// which writes and closes) plus, for conns that are not PollConns, one
-// reader per connection, all ended before
-// Run returns. Memory is bounded by MaxPending sessions: the producer of the
-// channel blocks meanwhile. On ctx cancellation Run stops reading and
+// Stream owns every goroutine it starts: one per pending session copy (the
+// owner, which writes and closes) plus, for conns that are not PollConns,
+// one reader per connection (pollAdapter), all ended before it returns.
+// Memory follows what is in flight: the builder's calls block where that
+// cannot deadlock (feed.go), sessions that cannot start are shed past
+// Config.Budget, and live input drops past Config.Window instead of
+// blocking. On ctx cancellation Stream stops reading and
 // admitting, aborts sessions in flight with an RST (their context ends, which
 // aborts the conn and unblocks reads and writes), and returns ctx's error with
 // the summary intact. SessionTimeout aborts one session that overruns its
-// scaled captured duration; Run never waits for anything else, so it returns
+// scaled captured duration (armed once the capture has ended it: before
+// that it waits for the capture, and each wait for the target has its turn
+// timeout); Stream never waits for anything else, so it returns
 // the moment the last session is done. Observer methods are called from
 // session goroutines (see Observer's contract). Summary may be called
 // concurrently with Run (progress line).

@@ -30,42 +30,42 @@ const readBufSize = 32 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-// sessRun drives one admitted session. The owner goroutine (schedule →
-// drive → play) writes chunks and closes. The target's bytes are read by a
-// reader goroutine — or, on a PollConn, by the owner itself whenever it
-// waits (drain), so that an answer reaches it without a goroutine hand-off.
-// Either way they are recorded in rx.
+// sessRun drives one admitted copy of a session. Everything happens on its
+// owner goroutine (schedule → drive → play): it takes the chunks from the
+// session's feed as the capture delivers them, writes each when due, reads
+// what the target sends whenever it waits (the conn is a PollConn, plain
+// conns through pollAdapter), and closes as captured.
 type sessRun struct {
-	p     *passRun
-	cfg   *Config
-	clock Clock
-	s     *session.Session
-	info  *SessionInfo
-	obs   SessionObserver
-	conn  net.Conn
-	ctx   context.Context // canceled by the run or by SessionTimeout
-	timer Timer           // the owner's reusable wait timer
-	start time.Time       // dial start; chunk offsets count from here
-	res   Result
+	p      *passRun
+	cfg    *Config
+	clock  Clock
+	c      *copyRun
+	head   *session.Head
+	tail   *session.Tail // once the owner has seen it
+	cut    bool          // the feed was shed or overflowed: the capture's end does not apply
+	info   *SessionInfo
+	obs    SessionObserver
+	conn   PollConn
+	ready  <-chan struct{} // conn.ReadReady()
+	buf    []byte
+	ctx    context.Context // canceled by the run or by SessionTimeout
+	cancel context.CancelCauseFunc
+	stimer Timer // the session timeout, armed once the tail is known
+	timer  Timer // the owner's reusable wait timer
+	start  time.Time
+	res    Result
 
 	rx         rxState
-	poll       PollConn        // set when conn is one: the owner reads, no reader goroutine
-	ready      <-chan struct{} // poll.ReadReady(), or nil (never ready) without poll
-	buf        []byte          // the owner's read buffer with poll
-	readDone   bool            // with poll: the read side has ended (owner only)
-	short      int64           // captured server bytes the target did not send (quiet turns)
-	sentAt     int64           // target bytes received when the last chunk was written
-	closedByUs atomic.Bool     // set before Close/Abort: later read errors are ours
-	readerDone chan struct{}
+	readDone   bool        // the read side has ended
+	short      int64       // captured server bytes the target did not send (quiet turns)
+	sentAt     int64       // target bytes received when the last chunk was written
+	closedByUs atomic.Bool // set before Close/Abort: later read errors are ours
 }
 
-// rxState is what the reader tells the owner. need/prev describe the turn
-// the owner waits in; met and answered latch when the received count passes
-// them, and wake (capacity 1) carries "something changed" to the owner,
-// which always re-checks under mu, so stale wake-ups are harmless and no
-// wake-up is lost.
+// rxState is what the owner knows of the target's side. need/prev describe
+// the turn it waits in; met and answered latch when the received count
+// passes them.
 type rxState struct {
-	mu       sync.Mutex
 	n        int64     // bytes received so far
 	last     time.Time // time of the last read
 	need     int64     // turn: wait for n >= need
@@ -73,26 +73,17 @@ type rxState struct {
 	met      bool
 	metAt    time.Time
 	answered bool
-	closed   bool  // the reader has ended
+	closed   bool  // the read side has ended
 	err      error // why (nil: EOF from the target)
-	wake     chan struct{}
 }
 
-func (rx *rxState) notify() {
-	select {
-	case rx.wake <- struct{}{}:
-	default:
-	}
-}
-
-// drive runs one admitted session and accounts for it.
-func (p *passRun) drive(ctx context.Context, pl *planned, ready time.Time) {
+// drive runs one admitted copy and accounts for it.
+func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	growStack() // before the observer and the dial, see growStack
 	cfg, st := p.cfg, &p.r.stats
-	sr := &sessRun{p: p, cfg: cfg, clock: p.clock, s: pl.s, info: &pl.info, readerDone: make(chan struct{})}
-	sr.rx.wake = make(chan struct{}, 1)
+	sr := &sessRun{p: p, cfg: cfg, clock: p.clock, c: c, head: c.info.Head, info: &c.info}
 	if cfg.Observer != nil {
-		sr.obs = cfg.Observer.Begin(&pl.info)
+		sr.obs = cfg.Observer.Begin(&c.info)
 	}
 	sr.run(ctx, ready)
 
@@ -101,6 +92,16 @@ func (p *passRun) drive(ctx context.Context, pl *planned, ready time.Time) {
 	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
 		r.Outcome = Deviation
 	}
+	p.mu.Lock()
+	f := c.f
+	if r.Tail == nil {
+		r.Tail = f.tail
+	}
+	r.Chunks = f.total
+	if f.overflow {
+		r.Dropped = f.dropped
+	}
+	p.mu.Unlock()
 	st.outcomes[r.Outcome].Add(1)
 	st.bytesSent.Add(r.BytesSent)
 	st.bytesReceived.Add(r.BytesReceived)
@@ -111,6 +112,7 @@ func (p *passRun) drive(ctx context.Context, pl *planned, ready time.Time) {
 	st.earlyClose.Add(int64(d.EarlyClose))
 	st.closeTimeouts.Add(int64(d.CloseTimeouts))
 	if sr.obs != nil {
+		sr.pumpCaptured()
 		sr.obs.Done(r)
 	}
 }
@@ -123,10 +125,13 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	limit := cfg.scale(sr.s.Duration) + cfg.SessionTimeout
-	stimer := clock.AfterFunc(limit, func() { cancel(errSessionTimeout) })
-	defer stimer.Stop()
-	sr.ctx = sctx
+	sr.ctx, sr.cancel = sctx, cancel
+	defer func() {
+		if sr.stimer != nil {
+			sr.stimer.Stop()
+		}
+	}()
+	sr.pumpCaptured() // also learns the tail, if the capture has ended it
 
 	dctx, dcancel := context.WithCancelCause(sctx)
 	dtimer := clock.AfterFunc(cfg.DialTimeout, func() { dcancel(errDialTimeout) })
@@ -150,34 +155,81 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 		sr.fail(o, fmt.Errorf("dial %s from %s: %w", info.Target, info.Client, err))
 		return
 	}
-	sr.conn = conn
 	sr.res.Dialed = true
 	if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 		sr.res.Local = la.AddrPort()
 	}
+	sr.conn = asPollConn(conn)
+	sr.ready = sr.conn.ReadReady()
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	sr.buf = *bp
 	stopAbort := context.AfterFunc(sctx, sr.abort)
 	defer stopAbort()
 
 	sr.timer = clock.NewTimer(time.Hour)
 	sr.timer.Stop()
-	if pc, ok := conn.(PollConn); ok {
-		sr.poll, sr.ready = pc, pc.ReadReady()
-		bp := readBufs.Get().(*[]byte)
-		defer readBufs.Put(bp)
-		sr.buf = *bp
-	} else {
-		go sr.read()
-	}
 	err = sr.play()
 	sr.closeConn()
-	if sr.poll == nil {
-		<-sr.readerDone
-	}
-	sr.rx.mu.Lock()
 	sr.res.BytesReceived = sr.rx.n
-	sr.rx.mu.Unlock()
 	if err != nil {
 		sr.fail(classify(err), err)
+	}
+}
+
+// setTail records the captured session's end once the owner sees it and
+// arms the session timeout: the session may run SessionTimeout past its
+// scaled captured duration. Before the end is known the session waits for
+// the capture, which is no reason to abort it; every wait for the target
+// has its own turn timeout.
+func (sr *sessRun) setTail(t *session.Tail) {
+	if sr.tail != nil || t == nil {
+		return
+	}
+	sr.tail = t
+	sr.res.Tail = t
+	d := sr.start.Add(sr.cfg.scale(t.Duration) + sr.cfg.SessionTimeout).Sub(sr.clock.Now())
+	cancel := sr.cancel
+	sr.stimer = sr.clock.AfterFunc(max(d, 0), func() { cancel(errSessionTimeout) })
+}
+
+// pumpCaptured hands the captured server bytes that have arrived to the
+// observer, and notes the tail.
+func (sr *sessRun) pumpCaptured() {
+	segs, tail := sr.c.captured()
+	sr.setTail(tail)
+	if sr.obs == nil {
+		return
+	}
+	for _, s := range segs {
+		sr.obs.Captured(s.off, s.data)
+	}
+}
+
+// nextChunk waits for the session's next chunk from the capture, reading
+// the target meanwhile. ok is false once the capture has no more for it;
+// waited reports whether it had to wait for the capture.
+func (sr *sessRun) nextChunk() (ch session.Chunk, ok, waited bool, err error) {
+	for {
+		sr.pumpCaptured()
+		var st feedState
+		ch, ok, st = sr.c.take()
+		sr.setTail(st.tail)
+		if ok {
+			return ch, true, waited, nil
+		}
+		if !st.more {
+			sr.cut = st.cut
+			return ch, false, waited, nil
+		}
+		waited = true
+		select {
+		case <-st.wait:
+		case <-sr.ready:
+			sr.drain()
+		case <-sr.ctx.Done():
+			return ch, false, waited, context.Cause(sr.ctx)
+		}
 	}
 }
 
@@ -221,30 +273,10 @@ func classify(err error) Outcome {
 	return Other
 }
 
-// read drains the target until EOF or an error (the reader goroutine, for
-// conns that are not PollConns).
-func (sr *sessRun) read() {
-	defer close(sr.readerDone)
-	growStack()
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := sr.conn.Read(buf)
-		if n > 0 {
-			sr.received(buf[:n])
-		}
-		if err != nil {
-			sr.readEnded(err)
-			return
-		}
-	}
-}
-
-// drain reads, on the owner goroutine, what has arrived on a PollConn.
+// drain reads what has arrived.
 func (sr *sessRun) drain() {
 	for !sr.readDone {
-		n, err := sr.poll.ReadNow(sr.buf)
+		n, err := sr.conn.ReadNow(sr.buf)
 		if n > 0 {
 			sr.received(sr.buf[:n])
 		}
@@ -269,28 +301,22 @@ func (sr *sessRun) drainReady() {
 	}
 }
 
-// received hands bytes from the target to the observer and tells the owner
-// about progress.
+// received hands bytes from the target to the observer and notes progress.
 func (sr *sessRun) received(p []byte) {
 	if sr.obs != nil {
 		sr.obs.Received(p)
 	}
 	rx := &sr.rx
 	now := sr.clock.Now()
-	wake := false
-	rx.mu.Lock()
 	rx.n += int64(len(p))
 	rx.last = now
 	if !rx.met && rx.n >= rx.need {
-		rx.met, rx.metAt, wake = true, now, true
+		rx.met, rx.metAt = true, now
 	}
 	if !rx.answered && rx.n > rx.prev {
-		rx.answered, wake = true, true
+		rx.answered = true
 	}
-	rx.mu.Unlock()
-	if wake && sr.poll == nil { // with poll the owner itself is reading
-		rx.notify()
-	}
+	sr.c.advance(int64(len(p)))
 }
 
 // readEnded records the end of the read side: EOF (nil) or an error.
@@ -298,24 +324,15 @@ func (sr *sessRun) readEnded(err error) {
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
-	rx := &sr.rx
-	rx.mu.Lock()
-	rx.closed, rx.err = true, err
-	rx.mu.Unlock()
-	if sr.poll == nil {
-		rx.notify()
-	}
+	sr.rx.closed, sr.rx.err = true, err
 }
 
-// write writes b whole. On a PollConn the owner reads while the send buffer
-// is full: a target that answers as it reads must not stall the upload.
+// write writes b whole. The owner reads while the send buffer is full: a
+// target that answers as it reads must not stall the upload.
 func (sr *sessRun) write(b []byte) (int, error) {
-	if sr.poll == nil {
-		return sr.conn.Write(b)
-	}
 	n := 0
 	for {
-		m, err := sr.poll.WriteNow(b[n:])
+		m, err := sr.conn.WriteNow(b[n:])
 		n += m
 		if err != nil || n == len(b) {
 			return n, err
@@ -324,7 +341,7 @@ func (sr *sessRun) write(b []byte) (int, error) {
 			continue // the buffer took some: try the rest before waiting
 		}
 		select {
-		case <-sr.poll.WriteReady():
+		case <-sr.conn.WriteReady():
 		case <-sr.ready:
 			sr.drain()
 		case <-sr.ctx.Done():
@@ -333,13 +350,25 @@ func (sr *sessRun) write(b []byte) (int, error) {
 	}
 }
 
-// play writes the chunks, each when due, then closes as captured.
+// play writes the chunks as the capture delivers them, each when due, then
+// closes as captured.
 func (sr *sessRun) play() error {
 	cfg, st := sr.cfg, &sr.p.r.stats
 	var prev int64
 	turnStart := sr.clock.Now()
-	for i := range sr.s.Chunks {
-		c := &sr.s.Chunks[i]
+	for i := 0; ; i++ {
+		c, ok, waited, err := sr.nextChunk()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if waited {
+			// The turn starts when the capture delivered the chunk: its
+			// timeouts do not count the time the client took.
+			turnStart = later(turnStart, sr.clock.Now())
+		}
 		need := max(c.ServerBytesBefore-sr.short, prev)
 		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev)
 		if err == errTargetClosed {
@@ -349,10 +378,12 @@ func (sr *sessRun) play() error {
 		if err != nil {
 			return err
 		}
-		st.chunkLate.record(sr.clock.Now().Sub(ready))
-		sr.rx.mu.Lock()
+		now := sr.clock.Now()
+		st.chunkLate.record(now.Sub(ready))
+		if cfg.Live {
+			st.liveLag.record(now.Sub(sr.head.Start.Add(c.Offset)))
+		}
 		sr.sentAt = sr.rx.n
-		sr.rx.mu.Unlock()
 		n, err := sr.write(c.Data)
 		sr.res.BytesSent += int64(n)
 		if err != nil {
@@ -365,15 +396,24 @@ func (sr *sessRun) play() error {
 	return sr.finish(prev, turnStart)
 }
 
+// capturedEnd is how the captured session ended, as far as the replay can
+// use it: unknown (EndCaptureEnd) while the capture has not said.
+func (sr *sessRun) capturedEnd() session.End {
+	if sr.tail == nil || sr.cut {
+		return session.EndCaptureEnd
+	}
+	return sr.tail.End
+}
+
 // writeError explains a failed write. A reset where the captured server
 // reset too is the target closing early, not a failure of its own.
 func (sr *sessRun) writeError(i int, err error) error {
-	if sr.s.End == session.EndServerRST && classify(err) == Reset {
+	if sr.capturedEnd() == session.EndServerRST && classify(err) == Reset {
 		sr.res.Deviations.EarlyClose++
 		sr.res.End = session.EndServerRST
 		return nil
 	}
-	return fmt.Errorf("write chunk %d of %d: %w", i+1, len(sr.s.Chunks), err)
+	return fmt.Errorf("write chunk %d: %w", i+1, err)
 }
 
 // waitTurn blocks until a chunk (or the close) may go: its time at has come
@@ -383,7 +423,7 @@ func (sr *sessRun) writeError(i int, err error) error {
 // chunk became due, for the lateness measure.
 func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Time, error) {
 	cfg, rx := sr.cfg, &sr.rx
-	rx.mu.Lock()
+	sr.drainReady()
 	// A target whose earlier answers were shorter than captured is behind
 	// prev: what answers this turn is any byte beyond what it had sent when
 	// the last chunk went out (not beyond what it has sent now: the answer
@@ -392,10 +432,9 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 	rx.met = rx.n >= need
 	rx.metAt = turnStart
 	rx.answered = rx.n > rx.prev
-	rx.mu.Unlock()
 
 	timeReady := turnStart
-	if !cfg.maxSpeed() {
+	if cfg.paced() {
 		if d := at.Sub(sr.clock.Now()); d > 0 {
 			if err := sr.sleep(d); err != nil {
 				return time.Time{}, err
@@ -405,32 +444,26 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 	}
 	for {
 		sr.drainReady()
-		rx.mu.Lock()
+		sr.pumpCaptured()
 		if rx.met {
-			ready := later(timeReady, rx.metAt)
-			rx.mu.Unlock()
-			return ready, nil
+			return later(timeReady, rx.metAt), nil
 		}
 		if rx.closed {
-			err := rx.err
-			rx.mu.Unlock()
-			return time.Time{}, sr.closedWhileWaiting(err)
+			return time.Time{}, sr.closedWhileWaiting(rx.err)
 		}
 		quiet := rx.answered
 		deadline := timeReady.Add(cfg.TurnTimeout)
 		if quiet {
 			deadline = rx.last.Add(cfg.QuietTimeout)
 		}
-		rx.mu.Unlock()
 		now := sr.clock.Now()
 		if !now.Before(deadline) {
 			if quiet {
 				sr.res.Deviations.QuietTurns++
-				rx.mu.Lock()
 				if rx.n < need {
 					sr.short += need - rx.n
+					sr.c.advance(need - rx.n) // peers waiting for this turn go on too
 				}
-				rx.mu.Unlock()
 			} else {
 				sr.res.Deviations.TurnTimeouts++
 			}
@@ -438,7 +471,6 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		}
 		sr.timer.Reset(deadline.Sub(now))
 		select {
-		case <-rx.wake:
 		case <-sr.ready:
 			sr.drain()
 		case <-sr.timer.C():
@@ -473,7 +505,7 @@ func (sr *sessRun) closedWhileWaiting(err error) error {
 	if sr.closedByUs.Load() {
 		return net.ErrClosed // the session's context ended; fail says why
 	}
-	if err != nil && sr.s.End != session.EndServerRST {
+	if err != nil && sr.capturedEnd() != session.EndServerRST {
 		return fmt.Errorf("read: %w", err)
 	}
 	sr.res.Deviations.EarlyClose++
@@ -482,24 +514,28 @@ func (sr *sessRun) closedWhileWaiting(err error) error {
 
 // targetClosedEnd records that the target closed first.
 func (sr *sessRun) targetClosedEnd() {
-	sr.rx.mu.Lock()
-	err := sr.rx.err
-	sr.rx.mu.Unlock()
 	sr.res.End = session.EndServerFIN
-	if err != nil {
+	if sr.rx.err != nil {
 		sr.res.End = session.EndServerRST
 	}
 }
 
 // finish waits for the rest of the target's answer and closes the way the
-// captured session closed, at its scaled end time.
+// captured session closed, at its scaled end time. A session whose capture
+// did not say how it ended (it was cut: shed, bytes dropped, or the input
+// stopped) closes politely after its last turn.
 func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
-	cfg, s := sr.cfg, sr.s
-	// A client that closed first waits only for what it had received when
-	// it closed; what the server sent after the client's FIN is drained
-	// after ours.
-	need := max(s.ServerBytes-s.ServerBytesAfterClose-sr.short, prev)
-	_, err := sr.waitTurn(sr.start.Add(cfg.scale(s.Duration)), turnStart, need, prev)
+	cfg := sr.cfg
+	end := sr.capturedEnd()
+	need, at := prev, turnStart
+	if t := sr.tail; t != nil && !sr.cut {
+		// A client that closed first waits only for what it had received
+		// when it closed; what the server sent after the client's FIN is
+		// drained after ours.
+		need = max(t.ServerBytes-t.ServerBytesAfterClose-sr.short, prev)
+		at = sr.start.Add(cfg.scale(t.Duration))
+	}
+	_, err := sr.waitTurn(at, turnStart, need, prev)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()
 		return nil
@@ -508,26 +544,20 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		return err
 	}
 	sr.drainReady() // a FIN that came with the answer
-	sr.rx.mu.Lock()
-	closed, rerr := sr.rx.closed, sr.rx.err
-	sr.rx.mu.Unlock()
-	if closed {
+	if sr.rx.closed {
 		// The target closed after its full answer, before we did.
-		if rerr != nil && s.End != session.EndServerRST {
-			return fmt.Errorf("read: %w", rerr)
+		if sr.rx.err != nil && end != session.EndServerRST {
+			return fmt.Errorf("read: %w", sr.rx.err)
 		}
 		sr.targetClosedEnd()
 		return nil
 	}
 
-	switch s.End {
+	switch end {
 	case session.EndServerFIN, session.EndServerRST:
 		if sr.waitClosed() {
-			sr.rx.mu.Lock()
-			rerr = sr.rx.err
-			sr.rx.mu.Unlock()
-			if rerr != nil && s.End != session.EndServerRST {
-				return fmt.Errorf("read: %w", rerr)
+			if sr.rx.err != nil && end != session.EndServerRST {
+				return fmt.Errorf("read: %w", sr.rx.err)
 			}
 			sr.targetClosedEnd()
 			return nil
@@ -544,11 +574,10 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		sr.abort()
 	case session.EndClientFIN:
 		sr.res.End = session.EndClientFIN
-		cw, ok := sr.conn.(interface{ CloseWrite() error })
-		if !ok {
-			break // closeConn sends the FIN with Close
-		}
-		if err := cw.CloseWrite(); err != nil {
+		if err := sr.conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			if errors.Is(err, errNoCloseWrite) {
+				break // closeConn sends the FIN with Close
+			}
 			return fmt.Errorf("close write: %w", err)
 		}
 		// Drain until the target closes its side too.
@@ -559,11 +588,8 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 			sr.res.Deviations.CloseTimeouts++
 			break
 		}
-		sr.rx.mu.Lock()
-		rerr = sr.rx.err
-		sr.rx.mu.Unlock()
-		if rerr != nil {
-			return fmt.Errorf("read after our FIN: %w", rerr)
+		if sr.rx.err != nil {
+			return fmt.Errorf("read after our FIN: %w", sr.rx.err)
 		}
 	default: // EndCaptureEnd: the capture does not say; close politely.
 		sr.res.End = session.EndClientFIN
@@ -571,24 +597,16 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	return nil
 }
 
-// waitClosed waits up to CloseTimeout for the reader to end.
+// waitClosed waits up to CloseTimeout for the read side to end.
 func (sr *sessRun) waitClosed() bool {
 	sr.timer.Reset(sr.cfg.CloseTimeout)
 	defer sr.timer.Stop()
-	done := sr.readerDone
-	if sr.poll != nil {
-		done = nil // the owner reads: it sees the end itself
-	}
 	for {
-		if sr.poll != nil {
-			sr.drain()
-			if sr.readDone {
-				return true
-			}
+		sr.drain()
+		if sr.readDone {
+			return true
 		}
 		select {
-		case <-done:
-			return true
 		case <-sr.ready:
 		case <-sr.timer.C():
 			return false
@@ -604,7 +622,6 @@ func (sr *sessRun) waitClosed() bool {
 func (sr *sessRun) closeConn() {
 	if sr.ctx.Err() != nil {
 		sr.abort()
-		return
 	}
 	sr.closedByUs.Store(true)
 	sr.conn.Close()
@@ -618,9 +635,6 @@ func (sr *sessRun) abort() {
 	if a, ok := sr.conn.(interface{ Abort() error }); ok {
 		a.Abort()
 		return
-	}
-	if tc, ok := sr.conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
 	}
 	sr.conn.Close()
 }

@@ -17,6 +17,7 @@ import (
 // after EOF, and still drains and counts that answer. Against a real
 // 127.0.0.1 server that answers only after reading EOF.
 func TestHalfCloseReplay(t *testing.T) {
+	checkLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

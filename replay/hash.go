@@ -51,11 +51,14 @@ const (
 // 4-tuple, the client's ISN and its capture start time. Sampling and sharding
 // use it, so that every machine replaying the same capture agrees on which
 // session belongs where.
-func SessionHash(s *session.Session) uint64 {
+func SessionHash(s *session.Session) uint64 { return HeadHash(s.Head()) }
+
+// HeadHash is SessionHash from what is known when the session starts.
+func HeadHash(h *session.Head) uint64 {
 	return hasher(domSession).
-		addr(s.Client.Addr()).word(uint64(s.Client.Port())).
-		addr(s.Server.Addr()).word(uint64(s.Server.Port())).
-		word(uint64(s.ISN)).word(uint64(s.Start.UnixNano())).sum()
+		addr(h.Client.Addr()).word(uint64(h.Client.Port())).
+		addr(h.Server.Addr()).word(uint64(h.Server.Port())).
+		word(uint64(h.ISN)).word(uint64(h.Start.UnixNano())).sum()
 }
 
 // selected reports whether a session with hash h is replayed under the

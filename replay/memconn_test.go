@@ -3,11 +3,11 @@ package replay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -56,18 +56,44 @@ func (p *memPair) broadcast() {
 	}
 }
 
-// memPoll makes memDialer hand out PollConns, so the engine reads on the
-// session's owner goroutine instead of a reader goroutine. TestMain runs
-// every test in both modes.
-var memPoll bool
+// connKind is what the in-memory conns are to the engine. Tests of the
+// engine run with both (forEachConnKind): the two read paths must behave
+// the same.
+type connKind int
 
-func TestMain(m *testing.M) {
-	if code := m.Run(); code != 0 {
-		os.Exit(code)
+const (
+	// goroutineConns are plain net.Conns: the engine reads each session on
+	// a reader goroutine, as with kernel sockets.
+	goroutineConns connKind = iota
+	// pollConns are PollConns: the session's owner goroutine reads, as
+	// with the netstack.
+	pollConns
+)
+
+// connKinds returns every connKind, in the order tests run them.
+func connKinds() []connKind { return []connKind{goroutineConns, pollConns} }
+
+func (k connKind) String() string {
+	switch k {
+	case goroutineConns:
+		return "goroutine"
+	case pollConns:
+		return "poll"
 	}
-	fmt.Println("again, with memory conns that are PollConns (the owner reads):")
-	memPoll = true
-	os.Exit(m.Run())
+	return "connKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// forEachConnKind runs f as one subtest per connKind, named after it
+// ("goroutine", "poll"). Each subtest checks for goroutine leaks
+// (checkLeaks), so f runs the engine as a test of its own.
+func forEachConnKind(t *testing.T, f func(t *testing.T, k connKind)) {
+	t.Helper()
+	for _, k := range connKinds() {
+		t.Run(k.String(), func(t *testing.T) {
+			checkLeaks(t)
+			f(t, k)
+		})
+	}
 }
 
 // memPollConn is a memConn that is a PollConn. Its writes never block
@@ -208,6 +234,7 @@ type memDialer struct {
 	// serve is the server side of each connection, run in its own
 	// goroutine; the conn is closed when it returns.
 	serve func(c *memConn, d dialRec)
+	kind  connKind // of the conns DialTCP returns
 
 	mu     sync.Mutex
 	recs   []dialRec
@@ -221,10 +248,11 @@ type dialRec struct {
 	At       time.Time // fake time of the dial
 }
 
-// newMemDialer returns a dialer whose server goroutines the test waits for
-// at cleanup, so none reports into a finished test.
-func newMemDialer(t testing.TB, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
-	d := &memDialer{clock: clock, serve: serve, dialed: make(chan dialRec, 1<<16)}
+// newMemDialerKind returns a dialer handing out conns of kind k, whose
+// server goroutines the test waits for at cleanup, so none reports into a
+// finished test.
+func newMemDialerKind(t testing.TB, k connKind, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
+	d := &memDialer{clock: clock, serve: serve, kind: k, dialed: make(chan dialRec, 1<<16)}
 	t.Cleanup(func() {
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
@@ -235,6 +263,13 @@ func newMemDialer(t testing.TB, clock *fakeClock, serve func(c *memConn, d dialR
 		}
 	})
 	return d
+}
+
+// newMemDialer is newMemDialerKind with goroutineConns. A test of the
+// engine should rather run under forEachConnKind and pass its kind to
+// newMemDialerKind, to cover both read paths.
+func newMemDialer(t testing.TB, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
+	return newMemDialerKind(t, goroutineConns, clock, serve)
 }
 
 func (d *memDialer) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
@@ -257,7 +292,7 @@ func (d *memDialer) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.C
 			d.serve(sc, rec)
 		}
 	}()
-	if memPoll {
+	if d.kind == pollConns {
 		return memPollConn{cc}, nil
 	}
 	return cc, nil

@@ -25,6 +25,7 @@ import (
 // be delivered and every answer identical to the capture; the server counts
 // what arrived.
 func TestNetstackEndToEnd(t *testing.T) {
+	checkLeaks(t)
 	pair := nstest.NewPair(t, nstest.Options{})
 	target := netip.MustParseAddrPort("10.77.0.1:8080")
 	ln, err := pair.Listen(target)
@@ -163,6 +164,7 @@ func TestNetstackEndToEnd(t *testing.T) {
 // the engine classifies them: a port without a listener refuses, a target
 // that resets mid-session resets.
 func TestNetstackFailures(t *testing.T) {
+	checkLeaks(t)
 	pair := nstest.NewPair(t, nstest.Options{})
 	resetter := netip.MustParseAddrPort("10.77.0.2:9000")
 	ln, err := pair.Listen(resetter)
@@ -207,6 +209,7 @@ func TestNetstackFailures(t *testing.T) {
 // stop reading once its answers filled our window, and the session would
 // hang until its timeout.
 func TestNetstackEchoWhileUploading(t *testing.T) {
+	checkLeaks(t)
 	pair := nstest.NewPair(t, nstest.Options{})
 	target := netip.MustParseAddrPort("10.77.0.2:7")
 	ln, err := pair.Listen(target)

@@ -23,10 +23,15 @@ type Observer interface {
 	Begin(info *SessionInfo) SessionObserver
 }
 
-// SessionObserver follows one session. Its methods are never called
-// concurrently with each other: Received is called by the session's reader
-// goroutine, and Done after that goroutine has ended.
+// SessionObserver follows one session. Its methods are called by the
+// session's owner goroutine only, never concurrently with each other.
 type SessionObserver interface {
+	// Captured is called with the captured server bytes at server stream
+	// offset off, in stream order (holes skipped), as the capture delivers
+	// them: before, while or after the target answers. data is only valid
+	// during the call. At most the session builder's ServerDataLimit bytes
+	// arrive this way.
+	Captured(off int64, data []byte)
 	// Received is called with each piece the target sent, in stream order.
 	// p is only valid during the call (the buffer is reused). Received runs
 	// on the session's receive path: a slow Received slows the target down
@@ -34,15 +39,16 @@ type SessionObserver interface {
 	Received(p []byte)
 	// Done is called exactly once, last, with the session's result, also
 	// for sessions whose dial failed. The result is only valid during the
-	// call.
+	// call; r.Tail says how the captured session ended (nil when the
+	// replay ended before the capture did).
 	Done(r *Result)
 }
 
 // SessionInfo describes one replayed copy of a captured session.
 type SessionInfo struct {
-	// Session is the captured session. Shared by all copies (--multiply):
-	// read only.
-	Session *session.Session
+	// Head is the captured session's start. Shared by all copies
+	// (--multiply): read only.
+	Head *session.Head
 	// Pass counts Runner.Run calls from 0 (--loop); Copy counts the copies
 	// of a session within a pass from 0 (--multiply).
 	Pass, Copy int
@@ -138,7 +144,18 @@ type Result struct {
 	// BytesSent counts client bytes written; BytesReceived what the target
 	// sent.
 	BytesSent, BytesReceived int64
-	// ChunksSent counts chunks written (of len(Session.Chunks)).
+	// ChunksSent counts chunks written.
 	ChunksSent int
 	Deviations Deviations
+	// Tail is how the captured session ended; nil when the replay ended
+	// before the capture did (canceled, failed early). Read only.
+	Tail *session.Tail
+	// Chunks counts the captured chunks the session received from the
+	// capture (all of them when Tail is set).
+	Chunks int
+	// Dropped counts client bytes of a live capture that could not be
+	// buffered for this session (the replay fell behind by more than the
+	// session's window): the session was replayed up to them and then
+	// ended. Zero for files.
+	Dropped int64
 }

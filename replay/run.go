@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type Runner struct {
 	end     time.Time // last Run's end; zero while running
 	clock   Clock     // of the current or last Run
 	admitBy time.Time // Duration's end; zero without a Duration
+	warned  map[netip.AddrPort]bool
 
 	// testHook, when set by tests, is called at points where a session
 	// waits, so tests can tell "waiting" from "not there yet" without
@@ -52,6 +54,8 @@ type hookEvent int
 const (
 	hookCausalWait hookEvent = iota // a session blocks on its predecessors
 	hookTimeWait                    // a session waits for its start time
+	hookPeerWait                    // a session waits for a peer's progress
+	hookInputWait                   // the input waits for a session's window (p.mu held: do not block)
 )
 
 // stats are the live counters behind Summary.
@@ -60,7 +64,8 @@ type stats struct {
 	outcomes                                               [len(outcomeNames)]atomic.Int64
 	bytesSent, bytesReceived, chunksSent                   atomic.Int64
 	turnTimeouts, quietTurns, earlyClose, closeTimeouts    atomic.Int64
-	chunkLate, startLate                                   histogram
+	chunkLate, startLate, liveLag                          histogram
+	shed, droppedSessions, droppedBytes, peerTimeouts      atomic.Int64
 }
 
 // New validates cfg and returns a Runner.
@@ -85,23 +90,57 @@ func New(cfg Config) (*Runner, error) {
 // Config.RunID to repeat the mapping.
 func (r *Runner) RunID() uint64 { return r.runID }
 
-// Run replays one pass: the sessions received on the channel until it is
-// closed. It returns when every session it read has finished or timed out,
-// without any fixed wait. Calls must not overlap; each call is one pass
-// (--loop), with fresh client addresses.
-//
-// Sessions must arrive in increasing ID order, as the session builder emits
-// them (IDs may have gaps: a missing ID counts as done). Run holds at most
-// MaxPending sessions at a time: the producer blocks meanwhile, so memory
-// follows sessions in flight.
-//
-// When ctx is canceled, Run stops reading the channel and admitting sessions,
-// aborts the sessions in flight (RST where the conn supports it) and returns
-// ctx's error once they are done; the summary stays valid. When Duration
-// passes, Run stops reading and admitting, and returns nil once the sessions
-// in flight finish. In both cases the producer must be stopped by the caller
-// (for example by canceling its context) since the channel is not drained.
+// Run replays one pass of complete sessions: those received on the channel
+// until it is closed, each handed to the engine as the events of a session
+// that starts and ends at once (session.Session.Play). Sessions must arrive
+// in increasing ID order (end order), as session.Collect emits them; IDs may
+// have gaps (a missing ID counts as done). See Stream for the rest.
 func (r *Runner) Run(ctx context.Context, sessions <-chan *session.Session) error {
+	return r.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
+		var last uint64
+		for n := 0; ; {
+			select {
+			case s, ok := <-sessions:
+				if !ok {
+					return nil
+				}
+				if s == nil {
+					continue
+				}
+				if n > 0 && s.ID <= last {
+					return fmt.Errorf("replay: session %d arrived after session %d: sessions must come in increasing ID order", s.ID, last)
+				}
+				last = s.ID
+				n++
+				s.Play(sink)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	})
+}
+
+// Stream replays one pass: produce is called on the caller's goroutine with
+// the Sink that takes the pass's sessions (a session.Builder fed from a
+// capture, typically) and returns when its input ends. Sessions start in
+// the replay as they start in the capture; Stream returns when produce has
+// returned and every session has finished or timed out, without any fixed
+// wait. Calls must not overlap; each call is one pass (--loop), with fresh
+// client addresses. produce's error is returned (after the sessions in
+// flight finish); a session the builder had not ended when produce
+// returned finishes with the chunks it has.
+//
+// The Sink's calls may block: that is the replay's backpressure (see
+// feed.go), so memory follows what is in flight, not session length or
+// capture size. With Config.Live they never block.
+//
+// When ctx is canceled, Stream stops admitting sessions, cancels produce's
+// context, aborts the sessions in flight (RST where the conn supports it)
+// and returns ctx's error once they are done; the summary stays valid. When
+// Duration passes, it stops admitting and cancels produce's context (the
+// producer should then end its sessions, as Builder.Close does), and
+// returns nil once the sessions in flight finish.
+func (r *Runner) Stream(ctx context.Context, produce func(ctx context.Context, sink session.Sink) error) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("replay: Run called while another Run is in progress")
 	}
@@ -128,21 +167,35 @@ func (r *Runner) Run(ctx context.Context, sessions <-chan *session.Session) erro
 	admitBy := r.admitBy
 	r.mu.Unlock()
 
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	p := &passRun{
-		r: r, cfg: &r.cfg, clock: clock, index: pass, start: now,
+		r: r, cfg: &r.cfg, clock: clock, index: pass, start: now, ctx: ctx, cancelInput: cancel,
 		salt:     runSalt(r.runID, pass),
 		inflight: make(chan struct{}, r.cfg.MaxSessions),
-		pending:  make(chan struct{}, r.cfg.MaxPending),
 		stop:     make(chan struct{}),
 		order:    make([]causalOrder, r.cfg.Multiply),
 		rate:     newRateLimiter(r.cfg.Rate),
+		feeds:    make(map[uint64]*feed),
 	}
+	p.cond = sync.NewCond(&p.mu)
+	stopWake := context.AfterFunc(ctx, p.wake)
+	defer stopWake()
 	if !admitBy.IsZero() {
 		d := admitBy.Sub(now)
 		t := clock.AfterFunc(d, p.stopAdmitting)
 		defer t.Stop()
 	}
-	err := p.dispatch(ctx, sessions)
+	err := produce(pctx, p)
+	p.mu.Lock()
+	for _, f := range p.feeds {
+		f.endInputLocked()
+	}
+	p.inputDone = true
+	if err == nil {
+		err = p.err
+	}
+	p.mu.Unlock()
 	p.wg.Wait()
 
 	r.mu.Lock()
@@ -170,6 +223,9 @@ func (r *Runner) Summary() *Summary {
 		Deviations: DeviationTotals{TurnTimeouts: st.turnTimeouts.Load(), QuietTurns: st.quietTurns.Load(),
 			EarlyClose: st.earlyClose.Load(), CloseTimeouts: st.closeTimeouts.Load()},
 		ChunkLateness: st.chunkLate.summary(), StartLateness: st.startLate.summary(),
+		LiveLag: st.liveLag.summary(),
+		Shed:    st.shed.Load(), DroppedSessions: st.droppedSessions.Load(), DroppedBytes: st.droppedBytes.Load(),
+		PeerTimeouts: st.peerTimeouts.Load(),
 	}
 	r.mu.Lock()
 	s.Passes, s.Start = r.passes, r.start
@@ -184,107 +240,175 @@ func (r *Runner) Summary() *Summary {
 	return s
 }
 
-// passRun is the state of one Run call.
+// passRun is the state of one Stream call. It is the pass's session.Sink.
 type passRun struct {
-	r     *Runner
-	cfg   *Config
-	clock Clock
-	index int
-	start time.Time
-	salt  uint64
+	r           *Runner
+	cfg         *Config
+	clock       Clock
+	index       int
+	start       time.Time
+	salt        uint64
+	ctx         context.Context
+	cancelInput context.CancelFunc
 
 	inflight chan struct{} // semaphore: MaxSessions
-	pending  chan struct{} // semaphore: MaxPending
 	stop     chan struct{} // closed when admitting must stop (Duration)
 	stopOnce sync.Once
 	order    []causalOrder // per copy
 	rate     *rateLimiter
 	wg       sync.WaitGroup
+
+	// mu guards the feeds and the counts below; cond is where the builder
+	// waits (backpressure), woken by wakeLocked.
+	mu                sync.Mutex
+	cond              *sync.Cond
+	waiting           bool
+	feeds             map[uint64]*feed // by Head.ID, while a copy is not done
+	pending           int              // copies begun and not done
+	completePending   int              // of those, the ones whose capture has ended
+	incompleteRunning int              // copies holding a slot whose capture has not ended
+	held              int64            // client bytes queued in feeds
+	inputDone         bool
+	lastID            uint64
+	begun             bool
+	err               error
 }
 
-func (p *passRun) stopAdmitting() { p.stopOnce.Do(func() { close(p.stop) }) }
-
-// planned is one copy of a session on its way through the scheduler.
-type planned struct {
-	s      *session.Session
-	copy   int
-	ticket int // in p.order[copy]; -1 without causal order
-	info   SessionInfo
+func (p *passRun) stopAdmitting() {
+	p.stopOnce.Do(func() {
+		close(p.stop)
+		p.cancelInput()
+		p.wake()
+	})
 }
 
-// dispatch reads sessions and starts one goroutine per planned copy. It is
-// the only user of the client mapper, which keeps the mapping deterministic.
-func (p *passRun) dispatch(ctx context.Context, sessions <-chan *session.Session) error {
-	cfg, st := p.cfg, &p.r.stats
-	warned := map[string]bool{}
-	var lastID uint64
-	for n := 0; ; n++ {
-		var s *session.Session
-		var ok bool
-		select {
-		case s, ok = <-sessions:
-		case <-ctx.Done():
-			return nil
-		case <-p.stop:
-			return nil
-		}
-		if !ok {
-			return nil
-		}
-		if s == nil {
-			continue
-		}
-		if n > 0 && s.ID <= lastID {
-			return fmt.Errorf("replay: session %d arrived after session %d: sessions must come in increasing ID order", s.ID, lastID)
-		}
-		lastID = s.ID
-		st.read.Add(1)
-		if !selected(SessionHash(s), cfg.Sample, cfg.Shard) {
-			st.skipped.Add(1)
-			continue
-		}
-		target, ok := cfg.targetFor(s.Server)
-		if !ok {
-			st.unmapped.Add(1)
-			if k := s.Server.String(); !warned[k] {
-				warned[k] = true
-				cfg.Logf("sessions of captured server %s are not replayed: no --target or --map for it", k)
-			}
-			continue
-		}
-		for c := range cfg.Multiply {
-			select {
-			case p.pending <- struct{}{}:
-			case <-ctx.Done():
-				return nil
-			case <-p.stop:
-				return nil
-			}
-			client, err := p.r.mapper.mapClient(p.salt, s.Client, target, c)
-			if err != nil {
-				<-p.pending
-				return fmt.Errorf("replay: session %d: %w", s.ID, err)
-			}
-			pl := &planned{s: s, copy: c, ticket: -1, info: SessionInfo{
-				Session: s, Pass: p.index, Copy: c, Client: client, Target: target,
-			}}
-			if !cfg.NoCausalOrder {
-				t, err := p.order[c].add(s.ID)
-				if err != nil {
-					<-p.pending
-					return fmt.Errorf("replay: %w", err)
-				}
-				pl.ticket = t
-			}
-			st.planned.Add(1)
-			p.wg.Add(1)
-			go p.schedule(ctx, pl)
-		}
+func (p *passRun) wake() {
+	p.mu.Lock()
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+func (p *passRun) wakeLocked() {
+	if p.waiting {
+		p.waiting = false
+		p.cond.Broadcast()
 	}
 }
 
-// schedule waits until the session may start, runs it, and releases what it
-// holds. It is the session's owner goroutine.
+func (p *passRun) waitLocked() {
+	p.waiting = true
+	p.cond.Wait()
+}
+
+func (p *passRun) stoppedLocked() bool {
+	if p.ctx.Err() != nil {
+		return true
+	}
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *passRun) setErrLocked(err error) {
+	if p.err == nil {
+		p.err = fmt.Errorf("replay: %w", err)
+		p.cancelInput()
+	}
+}
+
+// Begin takes a session that has started in the capture and plans its
+// copies. It may wait (offline input) while MaxPending copies are pending
+// and one of them can finish without more input; see feed.go.
+func (p *passRun) Begin(h *session.Head) session.Feed {
+	cfg, st := p.cfg, &p.r.stats
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil || p.stoppedLocked() {
+		return nil
+	}
+	if p.begun && h.ID <= p.lastID {
+		p.setErrLocked(fmt.Errorf("session %d began after session %d: sessions must begin in increasing ID order", h.ID, p.lastID))
+		return nil
+	}
+	p.begun, p.lastID = true, h.ID
+	st.read.Add(1)
+	if !selected(HeadHash(h), cfg.Sample, cfg.Shard) {
+		st.skipped.Add(1)
+		return nil
+	}
+	target, ok := cfg.targetFor(h.Server)
+	if !ok {
+		st.unmapped.Add(1)
+		if p.r.warned == nil {
+			p.r.warned = map[netip.AddrPort]bool{}
+		}
+		if !p.r.warned[h.Server] {
+			p.r.warned[h.Server] = true
+			cfg.Logf("sessions of captured server %s are not replayed: no --target or --map for it", h.Server)
+		}
+		return nil
+	}
+	if !cfg.Live {
+		for p.pending >= cfg.MaxPending && p.completePending > 0 && p.incompleteRunning < cfg.MaxSessions && !p.stoppedLocked() {
+			p.waitLocked()
+		}
+		if p.stoppedLocked() {
+			return nil
+		}
+	}
+	if p.held > cfg.Budget {
+		// Nothing can wait for room and the budget is spent: this
+		// session is given up before it starts.
+		st.shed.Add(1)
+		return nil
+	}
+	f := &feed{p: p, head: h, changed: make(chan struct{}), copies: make([]*copyRun, cfg.Multiply)}
+	for c := range f.copies {
+		client, err := p.r.mapper.mapClient(p.salt, h.Client, target, c)
+		if err != nil {
+			p.setErrLocked(fmt.Errorf("session %d: %w", h.ID, err))
+			return nil
+		}
+		f.copies[c] = &copyRun{f: f, idx: c, ticket: -1, done: make(chan struct{}), info: SessionInfo{
+			Head: h, Pass: p.index, Copy: c, Client: client, Target: target,
+		}}
+	}
+	f.open = len(f.copies)
+	p.feeds[h.ID] = f
+	for _, c := range f.copies {
+		p.pending++
+		st.planned.Add(1)
+		p.wg.Add(1)
+		go p.schedule(c)
+	}
+	return f
+}
+
+// finishCopy marks a copy done: it leaves the causal order and releases
+// what it holds of the feed.
+func (p *passRun) finishCopy(c *copyRun) {
+	f := c.f
+	p.mu.Lock()
+	p.setPhaseLocked(c, phaseDone)
+	ticket := c.ticket
+	c.ticket = -1
+	p.pending--
+	f.open--
+	if f.open == 0 {
+		delete(p.feeds, f.head.ID)
+	}
+	f.releaseLocked()
+	p.wakeLocked()
+	p.mu.Unlock()
+	close(c.done)
+	if ticket >= 0 {
+		p.order[c.idx].finish(ticket)
+	}
+}
+
 // wait sleeps d on the clock; false when the run was canceled or stopped
 // admitting sessions first.
 func (p *passRun) wait(ctx context.Context, d time.Duration) bool {
@@ -299,13 +423,13 @@ func (p *passRun) wait(ctx context.Context, d time.Duration) bool {
 	return false
 }
 
-func (p *passRun) schedule(ctx context.Context, pl *planned) {
+// schedule waits until a copy may start, runs it, and releases what it
+// holds. It is the copy's owner goroutine.
+func (p *passRun) schedule(c *copyRun) {
 	defer p.wg.Done()
-	defer func() { <-p.pending }()
-	if pl.ticket >= 0 {
-		defer p.order[pl.copy].finish(pl.ticket)
-	}
-	cfg, st, s := p.cfg, &p.r.stats, pl.s
+	defer p.finishCopy(c)
+	ctx := p.ctx
+	cfg, st, h := p.cfg, &p.r.stats, c.info.Head
 	notStarted := func() { st.notStarted.Add(1) }
 
 	// ready tracks when the session became startable, for StartLateness:
@@ -314,30 +438,40 @@ func (p *passRun) schedule(ctx context.Context, pl *planned) {
 	ready := p.clock.Now()
 
 	// 1. Causal order: every session that had ended before this one began
-	// in the capture must have ended in the replay.
-	if pl.ticket >= 0 && s.EndedBefore > 0 {
-		o := &p.order[pl.copy]
-		o.mu.Lock()
-		wait := !o.readyLocked(s.EndedBefore)
-		o.mu.Unlock()
-		if wait {
-			if h := p.r.testHook; h != nil {
-				h(hookCausalWait, s.ID)
+	// in the capture must have ended in the replay, and the same client
+	// host's open connections must have received what they had then.
+	if !cfg.NoCausalOrder {
+		if h.EndedBefore > 0 {
+			o := &p.order[c.idx]
+			o.mu.Lock()
+			wait := !o.readyLocked(h.EndedBefore)
+			o.mu.Unlock()
+			if wait {
+				if hk := p.r.testHook; hk != nil {
+					hk(hookCausalWait, h.ID)
+				}
+				if !o.wait(ctx, p.stop, h.EndedBefore) {
+					notStarted()
+					return
+				}
+				ready = p.clock.Now()
 			}
-			if !o.wait(ctx, p.stop, s.EndedBefore) {
+		}
+		if len(h.Peers) > 0 {
+			if !p.waitPeers(c) {
 				notStarted()
 				return
 			}
-			ready = p.clock.Now()
+			ready = later(ready, p.clock.Now())
 		}
 	}
 	// 2. Start time.
-	if !cfg.maxSpeed() {
-		at := p.start.Add(cfg.scale(s.StartOffset))
-		pl.info.Scheduled = at
+	if cfg.paced() {
+		at := p.start.Add(cfg.scale(h.StartOffset))
+		c.info.Scheduled = at
 		if d := at.Sub(p.clock.Now()); d > 0 {
-			if h := p.r.testHook; h != nil {
-				h(hookTimeWait, s.ID)
+			if hk := p.r.testHook; hk != nil {
+				hk(hookTimeWait, h.ID)
 			}
 			if !p.wait(ctx, d) {
 				notStarted()
@@ -370,15 +504,73 @@ func (p *passRun) schedule(ctx context.Context, pl *planned) {
 		}
 	}
 	defer func() { <-p.inflight }()
+	p.mu.Lock()
+	shed := c.f.shed
+	if !shed {
+		p.setPhaseLocked(c, phaseRunning)
+	}
+	p.mu.Unlock()
+	if shed {
+		return // counted when it was shed
+	}
 	if ctx.Err() != nil {
 		notStarted()
 		return
 	}
-	if pl.info.Scheduled.IsZero() {
-		pl.info.Scheduled = ready
+	if c.info.Scheduled.IsZero() {
+		c.info.Scheduled = ready
 	}
 	st.replayed.Add(1)
-	p.drive(ctx, pl, ready)
+	p.drive(ctx, c, ready)
+}
+
+// waitPeers waits until the sessions of the same client host that were open
+// when this one started in the capture have received, in this copy of the
+// replay, as many server bytes as they had then — or have ended, or have
+// made no progress for TurnTimeout (a deviating target must not stall the
+// run; counted as PeerTimeouts). False when the run stopped first.
+func (p *passRun) waitPeers(c *copyRun) bool {
+	for _, peer := range c.info.Head.Peers {
+		p.mu.Lock()
+		pf := p.feeds[peer.ID]
+		p.mu.Unlock()
+		if pf == nil {
+			continue // done, or not replayed
+		}
+		pc := pf.copies[c.idx]
+		if pc.progress.Load() >= peer.ServerBytes {
+			continue
+		}
+		if hk := p.r.testHook; hk != nil {
+			hk(hookPeerWait, c.info.Head.ID)
+		}
+		met := pc.watch(peer.ServerBytes)
+		t := p.clock.NewTimer(p.cfg.TurnTimeout)
+		for waiting := true; waiting; {
+			last := pc.progress.Load()
+			select {
+			case <-met:
+				waiting = false
+			case <-pc.done:
+				waiting = false
+			case <-t.C():
+				if pc.progress.Load() != last {
+					t.Reset(p.cfg.TurnTimeout) // it moves: keep waiting
+					continue
+				}
+				p.r.stats.peerTimeouts.Add(1)
+				waiting = false
+			case <-p.ctx.Done():
+				t.Stop()
+				return false
+			case <-p.stop:
+				t.Stop()
+				return false
+			}
+		}
+		t.Stop()
+	}
+	return true
 }
 
 func later(a, b time.Time) time.Time {

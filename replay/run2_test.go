@@ -15,10 +15,14 @@ import (
 )
 
 func TestSpeedScaling(t *testing.T) {
+	forEachConnKind(t, testSpeedScaling)
+}
+
+func testSpeedScaling(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
 	events := make(chan string, 8)
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		switch rec.N {
 		case 0:
 			readN(t, c, 2)
@@ -80,6 +84,10 @@ func TestSpeedScaling(t *testing.T) {
 // TestCloseAsCaptured: every captured end is replayed the same way, and the
 // target's answer is drained to the end in every case.
 func TestCloseAsCaptured(t *testing.T) {
+	forEachConnKind(t, testCloseAsCaptured)
+}
+
+func testCloseAsCaptured(t *testing.T, k connKind) {
 	for _, tc := range []struct {
 		end      session.End
 		server   func(t *testing.T, clock *fakeClock, c *memConn)
@@ -125,9 +133,10 @@ func TestCloseAsCaptured(t *testing.T) {
 		}, session.EndClientFIN, "resp", 1},
 	} {
 		t.Run(tc.end.String(), func(t *testing.T) {
+			checkLeaks(t)
 			clock := newFakeClock()
 			obs := newRecObserver()
-			d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { tc.server(t, clock, c) })
+			d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { tc.server(t, clock, c) })
 			s := mkSession(0, 0, tc.end, 4, chunk(0, "req", 0))
 			startRun(t, context.Background(), testConfig(t, clock, d, obs), s).mustFinish(t)
 			r := obs.result(t, 0)
@@ -142,6 +151,10 @@ func TestCloseAsCaptured(t *testing.T) {
 }
 
 func TestFailureClassification(t *testing.T) {
+	forEachConnKind(t, testFailureClassification)
+}
+
+func testFailureClassification(t *testing.T, k connKind) {
 	for _, tc := range []struct {
 		name    string
 		end     session.End
@@ -190,9 +203,10 @@ func TestFailureClassification(t *testing.T) {
 		}, want: Timeout, errText: "session timeout", dialed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
 			clock := newFakeClock()
 			obs := newRecObserver()
-			d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+			d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 				if tc.server != nil {
 					tc.server(t, clock, c)
 				}
@@ -224,10 +238,14 @@ func TestFailureClassification(t *testing.T) {
 // TestCancel: a canceled run aborts the session in flight with an RST, does
 // not start the waiting ones, and returns promptly with its summary.
 func TestCancel(t *testing.T) {
+	forEachConnKind(t, testCancel)
+}
+
+func testCancel(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
 	gotRST := make(chan error, 1)
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		readN(t, c, 3)
 		_, err := c.Read(make([]byte, 1)) // hangs until the engine aborts
 		gotRST <- err
@@ -264,8 +282,12 @@ func TestCancel(t *testing.T) {
 // TestSessionTimeoutEndsRun: a hung session does not keep Run from returning
 // (no other waits), and the wall time is the session timeout.
 func TestSessionTimeoutEndsRun(t *testing.T) {
+	forEachConnKind(t, testSessionTimeoutEndsRun)
+}
+
+func testSessionTimeoutEndsRun(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		c.Read(make([]byte, 1))
 	})
 	cfg := testConfig(t, clock, d, nil)
@@ -283,9 +305,13 @@ func TestSessionTimeoutEndsRun(t *testing.T) {
 }
 
 func TestDurationStopsAdmitting(t *testing.T) {
+	forEachConnKind(t, testDurationStopsAdmitting)
+}
+
+func testDurationStopsAdmitting(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	cfg := testConfig(t, clock, d, obs)
 	cfg.Speed, cfg.Duration = 1, 5*time.Second
 	a := mkSession(0, 0, session.EndClientFIN, 0)
@@ -301,8 +327,12 @@ func TestDurationStopsAdmitting(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
+	forEachConnKind(t, testRateLimit)
+}
+
+func testRateLimit(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	cfg := testConfig(t, clock, d, nil)
 	cfg.Rate = 10 // one session per 100 ms
 	var ss []*session.Session
@@ -336,12 +366,16 @@ func TestRateLimit(t *testing.T) {
 
 // TestMaxSessions: never more sessions in flight than allowed.
 func TestMaxSessions(t *testing.T) {
+	forEachConnKind(t, testMaxSessions)
+}
+
+func testMaxSessions(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	release := make(chan struct{})
 	inflight := make(chan int, 100)
 	var mu = make(chan struct{}, 1)
 	cur, peak := 0, 0
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		mu <- struct{}{}
 		cur++
 		peak = max(peak, cur)
@@ -371,8 +405,12 @@ func TestMaxSessions(t *testing.T) {
 }
 
 func TestOutOfOrderSessionsError(t *testing.T) {
+	forEachConnKind(t, testOutOfOrderSessionsError)
+}
+
+func testOutOfOrderSessionsError(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	h := startRun(t, context.Background(), testConfig(t, clock, d, nil),
 		mkSession(5, 0, session.EndClientFIN, 0), mkSession(3, 0, session.EndClientFIN, 0))
 	_, err := h.wait(t)
@@ -384,8 +422,12 @@ func TestOutOfOrderSessionsError(t *testing.T) {
 // TestCausalGaps: IDs that never arrive (filtered by the caller) count as
 // done, so a session waiting for them is not stuck.
 func TestCausalGaps(t *testing.T) {
+	forEachConnKind(t, testCausalGaps)
+}
+
+func testCausalGaps(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	s := mkSession(7, 7, session.EndClientFIN, 0) // sessions 0..6 never come
 	sum := startRun(t, context.Background(), testConfig(t, clock, d, nil), s).mustFinish(t)
 	if sum.Succeeded != 1 {
@@ -394,8 +436,12 @@ func TestCausalGaps(t *testing.T) {
 }
 
 func TestUnmappedServer(t *testing.T) {
+	forEachConnKind(t, testUnmappedServer)
+}
+
+func testUnmappedServer(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	cfg := testConfig(t, clock, d, nil)
 	cfg.Target = netipAP("")
 	other := mkSession(0, 0, session.EndClientFIN, 0)
@@ -423,9 +469,13 @@ func netipAP(s string) netip.AddrPort {
 // MySQL), and a session without chunks still waits for the whole answer
 // before it closes.
 func TestServerFirst(t *testing.T) {
+	forEachConnKind(t, testServerFirst)
+}
+
+func testServerFirst(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		if rec.N == 0 {
 			clock.waitTimer(t, fakeEpoch.Add(tTurn)) // the client waits for the greeting
 			if c.buffered() != 0 {

@@ -74,7 +74,7 @@ type recSession struct {
 
 // key folds copy and pass into the id for tests that use them.
 func obsKey(info *SessionInfo) uint64 {
-	return info.Session.ID + uint64(info.Copy)*1_000_000 + uint64(info.Pass)*1_000_000_000
+	return info.Head.ID + uint64(info.Copy)*1_000_000 + uint64(info.Pass)*1_000_000_000
 }
 
 func (o *recObserver) Begin(info *SessionInfo) SessionObserver {
@@ -86,6 +86,8 @@ func (o *recObserver) Begin(info *SessionInfo) SessionObserver {
 	o.received[k] = &bytes.Buffer{}
 	return &recSession{o, k}
 }
+
+func (s *recSession) Captured(int64, []byte) {}
 
 func (s *recSession) Received(p []byte) {
 	s.o.mu.Lock()
@@ -181,9 +183,13 @@ func (h *runHandle) mustFinish(t *testing.T) *Summary {
 }
 
 func TestTurnWaitsForServerBytes(t *testing.T) {
+	forEachConnKind(t, testTurnWaitsForServerBytes)
+}
+
+func testTurnWaitsForServerBytes(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		if got := readN(t, c, 4); got != "REQ1" {
 			t.Errorf("first chunk %q", got)
 		}
@@ -220,9 +226,13 @@ func TestTurnWaitsForServerBytes(t *testing.T) {
 }
 
 func TestPipelinedChunksGoBackToBack(t *testing.T) {
+	forEachConnKind(t, testPipelinedChunksGoBackToBack)
+}
+
+func testPipelinedChunksGoBackToBack(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		// All three requests arrive before any answer: if the engine
 		// waited between them, this read would never complete.
 		if got := readN(t, c, 9); got != "GETaGETbG" {
@@ -242,6 +252,10 @@ func TestPipelinedChunksGoBackToBack(t *testing.T) {
 }
 
 func TestQuietAndTurnTimeouts(t *testing.T) {
+	forEachConnKind(t, testQuietAndTurnTimeouts)
+}
+
+func testQuietAndTurnTimeouts(t *testing.T, k connKind) {
 	for _, tc := range []struct {
 		name      string
 		firstPart string        // what the server answers to REQ1 before going quiet
@@ -254,9 +268,10 @@ func TestQuietAndTurnTimeouts(t *testing.T) {
 		{"turn", "", tTurn, Deviation, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
 			clock := newFakeClock()
 			obs := newRecObserver()
-			d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+			d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 				readN(t, c, 4)
 				c.Write([]byte(tc.firstPart))
 				clock.waitTimer(t, fakeEpoch.Add(tc.advance))
@@ -294,6 +309,10 @@ func TestQuietAndTurnTimeouts(t *testing.T) {
 // TestCausalOrderAtMaxSpeed: B and C began after A had ended in the capture,
 // so both wait for A at any speed; B and C overlapped, so they may overlap.
 func TestCausalOrderAtMaxSpeed(t *testing.T) {
+	forEachConnKind(t, testCausalOrderAtMaxSpeed)
+}
+
+func testCausalOrderAtMaxSpeed(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
 	waiting := make(chan uint64, 4)
@@ -303,7 +322,7 @@ func TestCausalOrderAtMaxSpeed(t *testing.T) {
 	dialedBC.Add(2)
 	go func() { dialedBC.Wait(); once.Do(func() { close(bothDialed) }) }()
 	var d *memDialer
-	d = newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d = newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		readN(t, c, 3)
 		switch rec.N {
 		case 0: // A: hold it until B and C are provably waiting for it.

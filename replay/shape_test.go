@@ -50,6 +50,10 @@ func captureWithReusedPorts() []*session.Session {
 // default RunID rotates the mapping. The control, a fixed RunID reused,
 // shows what the rotation prevents.
 func TestBackToBackRunsDeliverAll(t *testing.T) {
+	forEachConnKind(t, testBackToBackRunsDeliverAll)
+}
+
+func testBackToBackRunsDeliverAll(t *testing.T, k connKind) {
 	for _, tc := range []struct {
 		name   string
 		runIDs [2]uint64
@@ -59,11 +63,12 @@ func TestBackToBackRunsDeliverAll(t *testing.T) {
 		{"same run id", [2]uint64{9, 9}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
 			clock := newFakeClock()
 			tw := &timeWaitTarget{seen: map[[2]netip.AddrPort]bool{}}
 			var got [2]int64
 			for run := range 2 {
-				d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); readEOF(t, c) })
+				d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); readEOF(t, c) })
 				d.dial = tw.dial
 				cfg := testConfig(t, clock, d, nil)
 				cfg.RunID = tc.runIDs[run]
@@ -79,9 +84,13 @@ func TestBackToBackRunsDeliverAll(t *testing.T) {
 
 // TestLoopPassesFreshTuples: passes of one Runner never reuse a tuple.
 func TestLoopPassesFreshTuples(t *testing.T) {
+	forEachConnKind(t, testLoopPassesFreshTuples)
+}
+
+func testLoopPassesFreshTuples(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	tw := &timeWaitTarget{seen: map[[2]netip.AddrPort]bool{}}
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); readEOF(t, c) })
 	d.dial = tw.dial
 	cfg := testConfig(t, clock, d, nil)
 	cfg.RunID = 5
@@ -100,9 +109,13 @@ func TestLoopPassesFreshTuples(t *testing.T) {
 // TestMultiply: every session N times, each copy from its own address, and
 // causal order holds per copy.
 func TestMultiply(t *testing.T) {
+	forEachConnKind(t, testMultiply)
+}
+
+func testMultiply(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); c.Write([]byte("ok")) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readN(t, c, 2); c.Write([]byte("ok")) })
 	cfg := testConfig(t, clock, d, obs)
 	cfg.Multiply = 3
 	a := mkSession(0, 0, session.EndServerFIN, 2, chunk(0, "aa", 0))
@@ -185,8 +198,12 @@ func TestShardsPartitionTheCapture(t *testing.T) {
 }
 
 func TestShardInRun(t *testing.T) {
+	forEachConnKind(t, testShardInRun)
+}
+
+func testShardInRun(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) { readEOF(t, c) })
 	total := int64(0)
 	for i := range 3 {
 		cfg := testConfig(t, clock, d, nil)
@@ -208,9 +225,13 @@ func TestShardInRun(t *testing.T) {
 
 // TestNoCausalOrder: with the switch, B does not wait for A.
 func TestNoCausalOrder(t *testing.T) {
+	forEachConnKind(t, testNoCausalOrder)
+}
+
+func testNoCausalOrder(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	bDialed := make(chan struct{})
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		if rec.N == 0 {
 			<-bDialed // A holds until B is up: impossible with causal order
 		} else {
@@ -315,6 +336,7 @@ func TestSummaryJSONAndText(t *testing.T) {
 }
 
 func TestPreciseClock(t *testing.T) {
+	checkLeaks(t)
 	c := NewPreciseClock()
 	defer c.Close()
 	start := time.Now()

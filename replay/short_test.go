@@ -18,6 +18,7 @@ import (
 // turn used to wait for the full TurnTimeout. Against a real 127.0.0.1
 // server that answers every line with "ok\n" where the capture had 10 bytes.
 func TestShorterAnswers(t *testing.T) {
+	checkLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -113,6 +113,7 @@ func keepAlive(id uint64, n int, step time.Duration, end session.End) *session.S
 }
 
 func TestSocketReplayLoopback(t *testing.T) {
+	checkLeaks(t)
 	srv := startLineServer(t)
 	obs := newRecObserver()
 	var ss []*session.Session
@@ -177,6 +178,7 @@ func TestSocketReplayLoopback(t *testing.T) {
 // checks that chunks go out on schedule. The bound is loose (a shared
 // machine); the measured values are logged.
 func TestSocketReplayTimed(t *testing.T) {
+	checkLeaks(t)
 	srv := startLineServer(t)
 	var ss []*session.Session
 	for i := range 10 {
@@ -262,6 +264,7 @@ func TestSocketDialerErrors(t *testing.T) {
 }
 
 func TestSocketRefusedRun(t *testing.T) {
+	checkLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -43,6 +43,19 @@ type Summary struct {
 	// --speed max only the dependency counts. StartLateness is the same for
 	// session starts (due: start time, predecessors done, a slot free).
 	ChunkLateness, StartLateness Latency
+
+	// LiveLag (live input only) is how long after its capture each client
+	// chunk was written to the target: from the capture timestamp of the
+	// chunk's first segment to the write.
+	LiveLag Latency
+	// Shed counts sessions given up before they started: the reader could
+	// not wait for them and the replay's byte budget was spent (offline).
+	// DroppedSessions counts live sessions whose bytes did not fit their
+	// window or the budget, DroppedBytes those bytes: such a session was
+	// replayed up to the first dropped byte. PeerTimeouts counts sessions
+	// that stopped waiting for a peer connection's progress (Head.Peers)
+	// after TurnTimeout.
+	Shed, DroppedSessions, DroppedBytes, PeerTimeouts int64
 }
 
 // Failures counts failed sessions by reason (see Outcome).
@@ -62,8 +75,8 @@ type DeviationTotals struct {
 
 // Latency summarises a distribution of delays.
 type Latency struct {
-	Count         int64
-	P50, P99, Max time.Duration
+	Count              int64
+	P50, P90, P99, Max time.Duration
 }
 
 // SessionsPerSec is the rate of replayed sessions over the wall time.
@@ -81,13 +94,14 @@ const SummaryVersion = 1
 type latencyJSON struct {
 	Count int64   `json:"count"`
 	P50us float64 `json:"p50_us"`
+	P90us float64 `json:"p90_us"`
 	P99us float64 `json:"p99_us"`
 	Maxus float64 `json:"max_us"`
 }
 
 func latJSON(l Latency) latencyJSON {
 	us := func(d time.Duration) float64 { return math.Round(float64(d)/1e1) / 1e2 }
-	return latencyJSON{l.Count, us(l.P50), us(l.P99), us(l.Max)}
+	return latencyJSON{Count: l.Count, P50us: us(l.P50), P99us: us(l.P99), P90us: us(l.P90), Maxus: us(l.Max)}
 }
 
 // MarshalJSON writes the summary with snake_case names and explicit units.
@@ -133,6 +147,11 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		Deviations     devs        `json:"deviations"`
 		ChunkLateness  latencyJSON `json:"chunk_lateness"`
 		StartLateness  latencyJSON `json:"start_lateness"`
+		LiveLag        latencyJSON `json:"live_lag"`
+		Shed           int64       `json:"sessions_shed"`
+		DroppedSess    int64       `json:"sessions_dropped"`
+		DroppedBytes   int64       `json:"bytes_dropped"`
+		PeerTimeouts   int64       `json:"peer_timeouts"`
 	}{
 		Version: SummaryVersion, RunID: fmt.Sprintf("%016x", s.RunID), Passes: s.Passes, Speed: speed,
 		Start: s.Start, WallSeconds: s.Wall.Seconds(), SessionsPerSec: s.SessionsPerSec(),
@@ -145,6 +164,8 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		Deviations: devs{s.Deviations.TurnTimeouts, s.Deviations.QuietTurns,
 			s.Deviations.EarlyClose, s.Deviations.CloseTimeouts},
 		ChunkLateness: latJSON(s.ChunkLateness), StartLateness: latJSON(s.StartLateness),
+		LiveLag: latJSON(s.LiveLag), Shed: s.Shed, DroppedSess: s.DroppedSessions, DroppedBytes: s.DroppedBytes,
+		PeerTimeouts: s.PeerTimeouts,
 	})
 }
 
@@ -168,6 +189,17 @@ func (s *Summary) WriteText(w io.Writer) error {
 		roundDur(s.ChunkLateness.P50), roundDur(s.ChunkLateness.P99), roundDur(s.ChunkLateness.Max),
 		roundDur(s.StartLateness.P50), roundDur(s.StartLateness.P99),
 		roundDur(s.Wall), s.SessionsPerSec(), speed, s.RunID)
+	if err != nil {
+		return err
+	}
+	if s.LiveLag.Count > 0 {
+		_, err = fmt.Fprintf(w, "live:     lag from capture to write p50 %s p90 %s p99 %s max %s (%d chunks)\n",
+			roundDur(s.LiveLag.P50), roundDur(s.LiveLag.P90), roundDur(s.LiveLag.P99), roundDur(s.LiveLag.Max), s.LiveLag.Count)
+	}
+	if err == nil && s.Shed+s.DroppedSessions+s.PeerTimeouts > 0 {
+		_, err = fmt.Fprintf(w, "limits:   %d sessions shed, %d sessions with dropped bytes (%s), %d peer waits timed out\n",
+			s.Shed, s.DroppedSessions, byteSize(s.DroppedBytes), s.PeerTimeouts)
+	}
 	return err
 }
 
@@ -279,5 +311,5 @@ func (h *histogram) quantile(q float64, n int64) time.Duration {
 
 func (h *histogram) summary() Latency {
 	n := h.count.Load()
-	return Latency{Count: n, P50: h.quantile(0.50, n), P99: h.quantile(0.99, n), Max: time.Duration(h.max.Load())}
+	return Latency{Count: n, P50: h.quantile(0.50, n), P90: h.quantile(0.90, n), P99: h.quantile(0.99, n), Max: time.Duration(h.max.Load())}
 }

@@ -103,7 +103,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.DurationVar(&f.turnTimeout, "turn-timeout", replay.DefaultTurnTimeout, "give up waiting for a target that answers nothing to a request (a deviation)")
 	fs.DurationVar(&f.quietTimeout, "quiet-timeout", replay.DefaultQuietTimeout, "move on when a target that answered part of a turn stays silent this long")
 	fs.DurationVar(&f.dialTimeout, "dial-timeout", replay.DefaultDialTimeout, "give up a connection attempt after this long")
-	fs.DurationVar(&f.idleTimeout, "idle-timeout", 0, "a captured connection without packets this long (capture time) ends there (default 5m)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 0, "a captured connection without packets this long (capture time) ends there (default 5m for a file; none for --live and standard input)")
 	fs.IntVar(&f.maxSessions, "max-sessions", replay.DefaultMaxSessions, "sessions in flight at most")
 	fs.Float64Var(&f.rate, "rate", 0, "new sessions per second at most (0: no limit)")
 	fs.IntVar(&f.multiply, "multiply", 1, "replay every session N times, each copy from its own client address")

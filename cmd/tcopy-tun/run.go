@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -18,6 +19,10 @@ import (
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
 	"github.com/tcopy-tun/tcopy-tun/tun"
 )
+
+// The netstack's conns are what the replay engine polls without a reader
+// goroutine; this is where the two meet, so the promise is checked here.
+var _ replay.PollConn = (*netstack.Conn)(nil)
 
 // runReplay is the main command: tcopy-tun --pcap FILE --target IP:PORT.
 func runReplay(e env, args []string) int {
@@ -230,6 +235,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 		Sample:         f.sample,
 		Shard:          f.shard,
 		Duration:       f.duration,
+		Live:           f.live != "",
 		Observer:       rep.observer(),
 		Logf:           func(format string, args ...any) { logf(e, format, args...) },
 	}
@@ -273,40 +279,144 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 	return res, nil
 }
 
-// replayPass feeds the sessions of one reading of the capture to the runner.
-// The builder runs in its own goroutine and blocks on the channel while the
-// runner has MaxPending sessions, so memory follows sessions in flight.
+// replayPass streams the sessions of one reading of the capture to the
+// runner: the session builder runs on the runner's producer side and hands
+// each session over when it starts in the capture. The runner's
+// backpressure (blocking the builder's calls) keeps memory to what is in
+// flight.
 func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, name string, scfg session.Config, res *runResult) error {
-	ch := make(chan *session.Session)
-	buildErr := make(chan error, 1)
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		defer close(ch)
+	var readErr error
+	err := runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
 		r := capture.NewReader(src, name)
-		b := session.NewBuilder(scfg, func(s *session.Session) {
-			res.servers[s.Server]++
-			select {
-			case ch <- s:
-			case <-pctx.Done():
-			}
-		})
-		err := b.ReadFrom(r)
-		res.capStats = r.Stats()
+		b := session.NewBuilder(scfg, serverCounter{sink, res.servers})
+		detached := false
+		if scfg.Live {
+			readErr, detached = pumpLive(ctx, r, b, src)
+		} else {
+			readErr = readCapture(ctx, r, b)
+		}
+		// Sessions still open end here, as "capture end": also after a
+		// stop (--duration, the first signal), so that the sessions in
+		// flight finish with what they have instead of waiting for more.
+		b.Close()
+		if !detached {
+			res.capStats = r.Stats()
+		}
 		res.buildStats = b.Stats()
-		buildErr <- err
+		return nil
+	})
+	if readErr != nil {
+		return inputError{readErr}
+	}
+	return err
+}
+
+// serverCounter counts the captured servers of the sessions it passes on.
+type serverCounter struct {
+	session.Sink
+	servers map[netip.AddrPort]int
+}
+
+func (c serverCounter) Begin(h *session.Head) session.Feed {
+	c.servers[h.Server]++
+	return c.Sink.Begin(h)
+}
+
+// readCapture adds the segments of a capture file to b until its end or until
+// ctx is done.
+func readCapture(ctx context.Context, r *capture.Reader, b *session.Builder) error {
+	for n := 0; ; n++ {
+		if n%1024 == 0 && ctx.Err() != nil {
+			return nil
+		}
+		p, err := r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		b.Add(p)
+	}
+}
+
+// liveTick is how often capture time moves on by itself on a quiet wire:
+// pending chunks are sealed after their merge window (1 ms) and idle
+// sessions expire although no packet comes.
+const liveTick = 2 * time.Millisecond
+
+// pumpLive adds the segments of a capture that is happening (a live
+// interface, standard input) to b. A reader goroutine reads them; this
+// goroutine adds them and, when the wire is quiet, moves capture time on
+// with the wall clock (Builder.Advance). It returns when the capture ends
+// (a live source is closed on the first signal or at --duration) or ctx is
+// done. Standard input cannot be interrupted: its reader goroutine then
+// stays blocked until the process exits, and detached says that r is still
+// in use.
+func pumpLive(ctx context.Context, r *capture.Reader, b *session.Builder, src capture.Source) (err error, detached bool) {
+	type item struct {
+		p   capture.Packet
+		err error
+	}
+	pkts := make(chan item, 256)
+	stop := make(chan struct{})
+	defer close(stop)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			p, err := r.Next()
+			var it item
+			if err != nil {
+				it.err = err
+			} else {
+				it.p = *p
+				it.p.Payload = append([]byte(nil), p.Payload...) // r reuses its buffer
+			}
+			select {
+			case pkts <- it:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
-	runErr := runner.Run(pctx, ch)
-	cancel()
-	// Drain so the builder goroutine can finish (it stops sending once pctx
-	// is done, but it may be blocked in a read of a stream: closing the
-	// source unblocks a file; standard input ends with the process).
-	for range ch {
+	tick := time.NewTicker(liveTick)
+	defer tick.Stop()
+	var last time.Time // capture time of the last packet
+	var lastWall time.Time
+	for {
+		select {
+		case it := <-pkts:
+			if it.err != nil {
+				if errors.Is(it.err, io.EOF) {
+					return nil, false
+				}
+				return it.err, false
+			}
+			b.Add(&it.p)
+			if it.p.Time.After(last) {
+				last, lastWall = it.p.Time, time.Now()
+			}
+		case now := <-tick.C:
+			if !last.IsZero() {
+				// Capture time runs with the wall clock since the last
+				// packet: right for a live interface, and for a stream
+				// from a host whose clock differs.
+				b.Advance(last.Add(now.Sub(lastWall)))
+			}
+		case <-ctx.Done():
+			src.Close() // wakes a live source's reader
+			select {
+			case <-readerDone:
+				return nil, false
+			case <-time.After(100 * time.Millisecond):
+				return nil, true
+			}
+		}
 	}
-	if err := <-buildErr; err != nil {
-		return inputError{err}
-	}
-	return runErr
 }
 
 // openSource opens the capture file or stream, or the live interface.
@@ -343,6 +453,13 @@ func livePorts(f *replayFlags) []uint16 {
 // sessionConfig selects the captured servers to rebuild sessions for.
 func sessionConfig(f *replayFlags, servers []netip.AddrPort) session.Config {
 	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout}
+	if f.live != "" || f.pcap == "-" {
+		// A capture that is happening: chunks are handed on when a write
+		// ends (PSH) or its merge window passes, and a connection idle
+		// for hours is still one session unless --idle-timeout says
+		// otherwise.
+		cfg.Live = true
+	}
 	switch {
 	case servers != nil:
 		cfg.Servers = servers
