@@ -29,7 +29,8 @@ import (
 type phase uint8
 
 const (
-	phaseWait    phase = iota // waiting: predecessors, peers, start time, rate or a slot
+	phaseWait    phase = iota // waiting: predecessors, start time, rate or a slot
+	phasePeers                // waiting for peers' progress (Head.Peers), which may need more input
 	phaseRunning              // holds a slot among the sessions in flight
 	phaseDone
 )
@@ -185,6 +186,11 @@ func (f *feed) dropLocked(n int64) {
 // copies to take its chunks (see the package comment on backpressure).
 func (f *feed) blockableLocked() bool {
 	p := f.p
+	for _, c := range f.copies {
+		if c.phase == phasePeers {
+			return false
+		}
+	}
 	if p.incompleteRunning < p.cfg.MaxSessions {
 		return true
 	}
@@ -195,6 +201,11 @@ func (f *feed) blockableLocked() bool {
 	}
 	return true
 }
+
+// A copy waiting for its peers is never waited for, whatever the slots: a
+// peer may need a chunk that the builder has not handed over yet (offline,
+// a chunk is sealed by the client's next segment), so waiting for it could
+// stall the run for a turn timeout. See blockableLocked and Begin.
 
 // shedLocked gives the session up: copies that are not running never
 // start. Running ones end after the chunks they have.
@@ -239,6 +250,7 @@ func (f *feed) End(t *session.Tail) {
 		switch c.phase {
 		case phaseWait:
 			p.completePending++
+		case phasePeers:
 		case phaseRunning:
 			p.incompleteRunning--
 			p.completePending++

@@ -458,7 +458,14 @@ func (p *passRun) schedule(c *copyRun) {
 			}
 		}
 		if len(h.Peers) > 0 {
-			if !p.waitPeers(c) {
+			p.mu.Lock()
+			p.setPhaseLocked(c, phasePeers)
+			p.mu.Unlock()
+			ok := p.waitPeers(c)
+			p.mu.Lock()
+			p.setPhaseLocked(c, phaseWait)
+			p.mu.Unlock()
+			if !ok {
 				notStarted()
 				return
 			}

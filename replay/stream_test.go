@@ -46,6 +46,16 @@ func (h *streamHandle) mustFinish(t *testing.T) *Summary {
 	return h.r.Summary()
 }
 
+// newRunner is New for a config the test knows to be valid.
+func newRunner(t *testing.T, cfg Config) *Runner {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func head(id, endedBefore uint64, peers ...session.Peer) *session.Head {
 	s := mkSession(id, endedBefore, session.EndClientFIN, 0)
 	h := s.Head()
@@ -71,6 +81,7 @@ func recv(t *testing.T, ch <-chan string, what string) string {
 // A long-lived connection is replayed while it happens: each request
 // reaches the target before the capture has ended the session.
 func TestStreamReplaysBeforeTheEnd(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	got := make(chan string, 4)
 	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
@@ -109,6 +120,7 @@ func TestStreamReplaysBeforeTheEnd(t *testing.T) {
 // ends last runs from its start, and one that starts after it (and ends
 // before it) runs alongside.
 func TestStreamStartOrder(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	obs := newRecObserver()
 	got := make(chan string, 4)
@@ -117,10 +129,7 @@ func TestStreamStartOrder(t *testing.T) {
 		c.Write([]byte("ok"))
 		readEOF(t, c)
 	})
-	r, err := New(testConfig(t, clock, d, obs))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRunner(t, testConfig(t, clock, d, obs))
 	var doneB chan struct{}
 	h := startStream(t, r, func(ctx context.Context, sink session.Sink) error {
 		a := sink.Begin(head(0, 0))
@@ -155,6 +164,7 @@ func TestStreamStartOrder(t *testing.T) {
 // they had in the capture at that moment: the schema connection answers
 // before the worker starts.
 func TestStreamPeerRule(t *testing.T) {
+	checkLeaks(t)
 	for _, noCausal := range []bool{false, true} {
 		t.Run(map[bool]string{false: "causal", true: "no-causal-order"}[noCausal], func(t *testing.T) {
 			clock := newFakeClock()
@@ -171,10 +181,7 @@ func TestStreamPeerRule(t *testing.T) {
 			})
 			cfg := testConfig(t, clock, d, newRecObserver())
 			cfg.NoCausalOrder = noCausal
-			r, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r := newRunner(t, cfg)
 			peerWait := make(chan uint64, 1)
 			r.testHook = func(ev hookEvent, id uint64) {
 				if ev == hookPeerWait {
@@ -223,6 +230,7 @@ func TestStreamPeerRule(t *testing.T) {
 // A peer whose target never answers does not stall the worker for ever:
 // it waits TurnTimeout and goes on (counted).
 func TestStreamPeerTimeout(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	stop := make(chan struct{})
 	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
@@ -279,6 +287,7 @@ func TestStreamPeerTimeout(t *testing.T) {
 // The input waits for a running session whose window is full: memory
 // stays at the window while the target holds its answers back.
 func TestStreamBackpressure(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	release := make(chan struct{})
 	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
@@ -292,10 +301,7 @@ func TestStreamBackpressure(t *testing.T) {
 	})
 	cfg := testConfig(t, clock, d, nil)
 	cfg.Window = 1000
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRunner(t, cfg)
 	var fed atomic.Int64
 	blocked := make(chan int64, 1)
 	r.testHook = func(ev hookEvent, id uint64) {
@@ -330,6 +336,7 @@ func TestStreamBackpressure(t *testing.T) {
 // must not wait for a session that cannot start (that never ends); past the
 // budget it is shed and counted, and the long sessions finish.
 func TestStreamShedNoDeadlock(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
 		for {
@@ -344,10 +351,7 @@ func TestStreamShedNoDeadlock(t *testing.T) {
 	cfg := testConfig(t, clock, d, nil)
 	cfg.MaxSessions, cfg.MaxPending = 2, 2
 	cfg.Window, cfg.Budget = 1000, 2000
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRunner(t, cfg)
 	h := startStream(t, r, func(ctx context.Context, sink session.Sink) error {
 		l1, l2 := sink.Begin(head(0, 0)), sink.Begin(head(1, 0))
 		l1.Chunk(chunk(0, "a", 0))
@@ -375,6 +379,7 @@ func TestStreamShedNoDeadlock(t *testing.T) {
 // Live input never waits: bytes past a session's window are dropped,
 // counted, and the session is marked and ends where they begin.
 func TestStreamLiveDrops(t *testing.T) {
+	checkLeaks(t)
 	clock := newFakeClock()
 	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
 		// No answer: each chunk waits out its turn while the capture goes
@@ -384,10 +389,7 @@ func TestStreamLiveDrops(t *testing.T) {
 	obs := newRecObserver()
 	cfg := testConfig(t, clock, d, obs)
 	cfg.Live, cfg.Window = true, 500
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRunner(t, cfg)
 	fedAll := make(chan struct{})
 	h := startStream(t, r, func(ctx context.Context, sink session.Sink) error {
 		f := sink.Begin(head(0, 0))
