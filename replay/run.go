@@ -42,6 +42,8 @@ type Runner struct {
 	clock   Clock     // of the current or last Run
 	admitBy time.Time // Duration's end; zero without a Duration
 	warned  map[netip.AddrPort]bool
+	pass    *passRun // the pass in progress, for StopAdmitting
+	stopped bool     // StopAdmitting was called
 
 	// testHook, when set by tests, is called at points where a session
 	// waits, so tests can tell "waiting" from "not there yet" without
@@ -179,6 +181,18 @@ func (r *Runner) Stream(ctx context.Context, produce func(ctx context.Context, s
 		feeds:    make(map[uint64]*feed),
 	}
 	p.cond = sync.NewCond(&p.mu)
+	r.mu.Lock()
+	r.pass = p
+	stopped := r.stopped
+	r.mu.Unlock()
+	if stopped {
+		p.stopAdmitting()
+	}
+	defer func() {
+		r.mu.Lock()
+		r.pass = nil
+		r.mu.Unlock()
+	}()
 	stopWake := context.AfterFunc(ctx, p.wake)
 	defer stopWake()
 	if !admitBy.IsZero() {
@@ -205,6 +219,23 @@ func (r *Runner) Stream(ctx context.Context, produce func(ctx context.Context, s
 		err = ctx.Err()
 	}
 	return err
+}
+
+// StopAdmitting ends the current pass's input the way Duration does: no
+// session starts any more (those waiting count as not started), the
+// producer's context is canceled (a Builder is then closed, which ends the
+// sessions still open in the capture as capture end), and the sessions in
+// flight finish with what they have. It is for the first Ctrl-C of a live
+// copy. It may be called at any time, from any goroutine; a pass that
+// starts after it admits nothing.
+func (r *Runner) StopAdmitting() {
+	r.mu.Lock()
+	p := r.pass
+	r.stopped = true
+	r.mu.Unlock()
+	if p != nil {
+		p.stopAdmitting()
+	}
 }
 
 // Summary returns a snapshot of the counters. It may be called at any time,

@@ -423,3 +423,40 @@ func TestStreamLiveDrops(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
+
+// StopAdmitting (the first Ctrl-C of a live copy) cancels the input, which
+// ends the sessions still open in the capture; the one in flight finishes
+// with what it has, and the one waiting for a slot never starts.
+func TestStreamStopAdmitting(t *testing.T) {
+	checkLeaks(t)
+	clock := newFakeClock()
+	got := make(chan string, 4)
+	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+		got <- readN(t, c, 4)
+		c.Write([]byte("ok"))
+		readEOF(t, c)
+	})
+	cfg := testConfig(t, clock, d, nil)
+	cfg.MaxSessions = 1
+	r := newRunner(t, cfg)
+	h := startStream(t, r, func(ctx context.Context, sink session.Sink) error {
+		a := sink.Begin(head(0, 0))
+		a.Chunk(chunk(0, "long", 0))
+		recv(t, got, "the open session's request")
+		b := sink.Begin(head(1, 0))
+		b.Chunk(chunk(0, "next", 0))
+		r.StopAdmitting()
+		<-ctx.Done() // as a Builder's reader sees it
+		if f := sink.Begin(head(2, 0)); f != nil {
+			t.Error("a session began after StopAdmitting")
+		}
+		// Builder.Close: the sessions still open end as capture end.
+		a.End(tail(0, session.EndCaptureEnd, 2))
+		b.End(tail(1, session.EndCaptureEnd, 2))
+		return nil
+	})
+	sum := h.mustFinish(t)
+	if sum.Succeeded != 1 || sum.NotStarted != 1 || sum.Read != 2 {
+		t.Fatalf("summary %+v: want the open session done and the waiting one not started", sum)
+	}
+}
