@@ -196,6 +196,11 @@ func (sr *sessRun) setTail(t *session.Tail) {
 // pumpCaptured hands the captured server bytes that have arrived to the
 // observer, and notes the tail.
 func (sr *sessRun) pumpCaptured() {
+	n := sr.c.f.capEvents.Load()
+	if n == sr.c.capSeen {
+		return
+	}
+	sr.c.capSeen = n
 	segs, tail := sr.c.captured()
 	sr.setTail(tail)
 	if sr.obs == nil {

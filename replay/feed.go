@@ -36,8 +36,10 @@ const (
 )
 
 // feed is one session's events as the builder delivered them. Its fields
-// are guarded by passRun.mu; changed is closed (and replaced) at each
-// event, so that owners can select on it.
+// are guarded by passRun.mu; changed, made when an owner is about to wait
+// for the feed, is closed at the next event, so that owners can select on
+// it (a session whose events all came before its owner looked costs no
+// channel).
 type feed struct {
 	p       *passRun
 	head    *session.Head
@@ -59,6 +61,10 @@ type feed struct {
 
 	copies []*copyRun
 	open   int // copies not done
+
+	// capEvents counts Server and End calls, so that an owner can tell
+	// without the lock that nothing new was captured (pumpCaptured).
+	capEvents atomic.Uint64
 }
 
 type capSeg struct {
@@ -79,6 +85,7 @@ type copyRun struct {
 	// progress is what the target has sent on this copy, plus the captured
 	// bytes of turns it gave up on: what later sessions of the same client
 	// host wait for (Head.Peers). Written by the owner, read by waiters.
+	capSeen  uint64 // feed.capEvents when the owner last looked (owner only)
 	progress atomic.Int64
 	done     chan struct{} // closed when the copy is done
 	wmu      sync.Mutex
@@ -128,8 +135,10 @@ func (c *copyRun) watch(need int64) <-chan struct{} {
 
 // notifyLocked wakes the copies' owners.
 func (f *feed) notifyLocked() {
-	close(f.changed)
-	f.changed = make(chan struct{})
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
 }
 
 // Chunk takes a sealed chunk from the builder.
@@ -231,6 +240,7 @@ func (f *feed) Server(off int64, data []byte) {
 		return
 	}
 	f.server = append(f.server, capSeg{off, append([]byte(nil), data...)})
+	f.capEvents.Add(1)
 	f.notifyLocked()
 }
 
@@ -246,6 +256,7 @@ func (f *feed) End(t *session.Tail) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f.tail, f.ended = t, true
+	f.capEvents.Add(1)
 	for _, c := range f.copies {
 		switch c.phase {
 		case phaseWait:
@@ -304,6 +315,9 @@ func (c *copyRun) take() (ch session.Chunk, ok bool, st feedState) {
 	}
 	st.cut = f.shed || f.overflow
 	st.more = !f.ended && !st.cut
+	if f.changed == nil {
+		f.changed = make(chan struct{})
+	}
 	st.wait = f.changed
 	return ch, false, st
 }

@@ -396,7 +396,7 @@ func (p *passRun) Begin(h *session.Head) session.Feed {
 		st.shed.Add(1)
 		return nil
 	}
-	f := &feed{p: p, head: h, changed: make(chan struct{}), copies: make([]*copyRun, cfg.Multiply)}
+	f := &feed{p: p, head: h, copies: make([]*copyRun, cfg.Multiply)}
 	for c := range f.copies {
 		client, err := p.r.mapper.mapClient(p.salt, h.Client, target, c)
 		if err != nil {
@@ -542,6 +542,12 @@ func (p *passRun) schedule(c *copyRun) {
 		}
 	}
 	defer func() { <-p.inflight }()
+	select {
+	case <-p.stop: // the slot and the stop came together: stop wins
+		notStarted()
+		return
+	default:
+	}
 	p.mu.Lock()
 	shed := c.f.shed
 	if !shed {

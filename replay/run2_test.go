@@ -319,6 +319,7 @@ func testDurationStopsAdmitting(t *testing.T, k connKind) {
 	b.StartOffset = 10 * time.Second
 	h := startRun(t, context.Background(), cfg, a, b)
 	clock.waitTimer(t, fakeEpoch.Add(10*time.Second))
+	<-d.dialed // a has started: the stop must not overtake it
 	clock.Advance(5 * time.Second)
 	sum := h.mustFinish(t)
 	if sum.Replayed != 1 || sum.Succeeded != 1 || sum.NotStarted != 1 {
