@@ -9,16 +9,19 @@
 // through the TUN and the in-process netstack (--via tun) and through
 // kernel sockets (--via socket). Each replay is a child process inside the
 // namespace; its CPU time and peak RSS come from wait4's rusage, sessions
-// and bytes from its --report JSON, requests from the target's own
-// counters. It prints a table and issue 5's targets, and writes JSON
+// and bytes from its --report JSON, requests and the bytes that arrived
+// from the target's own counters (checked against the capture's client
+// bytes). It prints a table and issue 5's targets, and writes JSON
 // (out/bench.json).
 //
 // Workloads: short (10,000 Connection: close sessions) with and without
 // causal order, keepalive (200 × 50), pipelined (200 × 50, 10 deep), bulk
-// (4 sessions × 256 MiB each way), timing (a light keep-alive load at
-// --speed 1: chunk lateness against the schedule) and million (1,000,000
-// short sessions: the memory bound). -workloads selects, -quick shrinks them
-// all.
+// (4 sessions × 256 MiB each way), upload (one connection that POSTs
+// 384 MiB and gets a short answer: the replayer's peak RSS on one large
+// client stream), timing (a light keep-alive load at --speed 1: chunk
+// lateness against the schedule) and million (1,000,000 short sessions: the
+// memory bound). -workloads selects, -quick shrinks them all (upload to
+// 32 MiB).
 //
 // What it must not do: send traffic outside its namespace, leave state
 // behind. The namespace is deleted and the captures removed on every exit

@@ -21,17 +21,18 @@ import (
 // merged in time order through a small heap and written as soon as no
 // conversation still to come can precede them. Memory follows the
 // conversations open at one point of the capture, not its size, so the
-// 1,000,000-session capture and the multi-GiB bulk capture cost a few MiB
-// to write.
+// 1,000,000-session capture, the multi-GiB bulk capture and the 384 MiB
+// upload cost a few MiB to write (TestGenerateStreams checks it).
 
 // capSpec describes one generated capture.
 type capSpec struct {
-	Kind     string `json:"kind"` // short, keepalive, pipelined, bulk
+	Kind     string `json:"kind"` // short, keepalive, pipelined, bulk, upload
 	Sessions int    `json:"sessions"`
 	// Requests per session; Depth of the pipelined batches.
 	Requests int `json:"requests_per_session"`
 	Depth    int `json:"pipeline_depth,omitempty"`
-	// Body is the response body size; Upload the request body (bulk).
+	// Body is the response body size; Upload the request body (bulk,
+	// upload).
 	Body   int64 `json:"response_body_bytes"`
 	Upload int64 `json:"request_body_bytes,omitempty"`
 	// Clients is the number of distinct captured client addresses.
@@ -88,7 +89,9 @@ func generate(spec capSpec, path string) (capStats, error) {
 	switch spec.Kind {
 	case "short", "keepalive", "pipelined":
 		err = genHTTP(w, spec)
-	case "bulk":
+	case "bulk", "upload":
+		// upload is a bulk session with a short answer: the same
+		// generator, which streams the body segment by segment.
 		err = genBulk(w, spec)
 	default:
 		err = fmt.Errorf("unknown capture kind %q", spec.Kind)

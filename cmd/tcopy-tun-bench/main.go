@@ -80,10 +80,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var list, vias, extra, env string
 	exe, _ := os.Executable()
 	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
-	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, timing, million")
+	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million")
 	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
-	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, timing and million)")
+	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, upload, timing and million)")
 	fs.StringVar(&vias, "via", "tun,socket", "paths to measure")
 	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
@@ -96,7 +96,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "usage: tcopy-tun-bench [flags]   (root: it creates a network namespace)\n\n"+
 			"Generates captures, starts an HTTP/1.1 target in a private namespace, replays each\n"+
 			"workload with tcopy-tun --speed max through the TUN + netstack and through kernel\n"+
-			"sockets, and prints a table (and JSON).\n\nflags:\n")
+			"sockets, and prints a table (and JSON): rates, CPU, the replayer's peak RSS, sessions\n"+
+			"delivered and whether the target received every client byte of the capture.\n\nworkloads (-quick shrinks them):\n")
+		for _, w := range workloads(false) {
+			fmt.Fprintf(stderr, "  %-15s %s\n", w.Name, w.Description)
+		}
+		fmt.Fprintf(stderr, "\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -295,7 +300,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 			timeout = 2*time.Minute + time.Duration(w.Capture.Sessions)*time.Millisecond
 		}
 		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: timeout, dumpDir: dumpDir(o.jsonOut),
-			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions)}
+			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions), expectedBytes: g.st.ClientBytes}
 		runs := o.runs
 		if runs == 0 {
 			runs = max(w.Runs, 1)
@@ -434,9 +439,9 @@ func median(runs []*runResult, via, metric string) *runResult {
 }
 
 func (r *runResult) line() string {
-	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB; CPU s: replayer %.2f, target %.2f",
+	s := fmt.Sprintf("%d/%d sessions in %.2fs: %.0f sessions/s, %.0f requests/s, %.1f MB/s, %.3f CPU s/1k, peak RSS %.0f MiB; CPU s: replayer %.2f, target %.2f; client bytes at target: %s (%d of %d)",
 		r.Succeeded, r.Expected, r.WallSeconds, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec, r.CPUPer1k, float64(r.MaxRSSBytes)/mib,
-		r.UserSeconds+r.SysSeconds, r.TargetCPU)
+		r.UserSeconds+r.SysSeconds, r.TargetCPU, bytesAtTarget(r), r.TargetBytesIn, r.ClientBytesExpected)
 	if l := r.ChunkLateness; l.Count > 0 {
 		s += fmt.Sprintf("; chunk lateness p50 %.0fµs p99 %.0fµs max %.0fµs", l.P50us, l.P99us, l.Maxus)
 	}

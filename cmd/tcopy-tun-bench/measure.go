@@ -166,6 +166,15 @@ type runResult struct {
 	FailedBy      map[string]int64 `json:"failed_by,omitempty"`
 	Match         map[string]int64 `json:"match,omitempty"`
 
+	// TargetBytesIn and TargetBytesOut were counted by the target while
+	// this replay ran (request headers and bodies in, answers out);
+	// ClientBytesExpected is what the capture's clients sent, and
+	// AllBytesDelivered says that the target received exactly that.
+	TargetBytesIn       int64 `json:"target_bytes_in"`
+	TargetBytesOut      int64 `json:"target_bytes_out"`
+	ClientBytesExpected int64 `json:"client_bytes_expected"`
+	AllBytesDelivered   bool  `json:"all_client_bytes_delivered"`
+
 	SessionsPerSec float64 `json:"sessions_per_second"`
 	RequestsPerSec float64 `json:"requests_per_second"`
 	MBPerSec       float64 `json:"mb_per_second"` // 10^6 bytes, both directions
@@ -296,6 +305,9 @@ type replayOpts struct {
 	logf      func(string, ...any)
 	capture   string
 	expected  int64
+	// expectedBytes is the capture's client payload: what the target must
+	// receive from a complete replay (0: not checked).
+	expectedBytes int64
 }
 
 // errRun marks a replay that could not be measured (not a replay with
@@ -312,7 +324,7 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 		"--report", report, "--report-sessions", "-1", "--progress", "never", "-q"}
 	args = append(args, wl.Args...)
 	args = append(args, o.extra...)
-	res := &runResult{Via: via, Args: args, Expected: o.expected}
+	res := &runResult{Via: via, Args: args, Expected: o.expected, ClientBytesExpected: o.expectedBytes}
 
 	before, err := o.target.stats()
 	if err != nil {
@@ -384,6 +396,12 @@ func runReplay(ctx context.Context, o replayOpts, wl *workload, via string) (*ru
 		return nil, err
 	}
 	res.Requests = after.Requests - before.Requests
+	// The target counts a request's bytes once it has read them, before
+	// it answers, and the replay ends after the answers: by now every byte
+	// that arrived is counted.
+	res.TargetBytesIn = after.BytesIn - before.BytesIn
+	res.TargetBytesOut = after.BytesOut - before.BytesOut
+	res.AllBytesDelivered = res.ClientBytesExpected > 0 && res.TargetBytesIn == res.ClientBytesExpected
 
 	if ps := cmd.ProcessState; ps != nil {
 		res.ExitCode = ps.ExitCode()

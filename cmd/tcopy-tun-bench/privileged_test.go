@@ -67,7 +67,7 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 	})
 	tmp := t.TempDir()
 	js := filepath.Join(t.TempDir(), "bench.json")
-	cmd := exec.Command(bench, "-tcopy-tun", tcopy, "-quick", "-workloads", "short,pipelined,bulk", "-json", js, "-tmp", tmp, "-run-timeout", "2m")
+	cmd := exec.Command(bench, "-tcopy-tun", tcopy, "-quick", "-workloads", "short,pipelined,bulk,upload", "-json", js, "-tmp", tmp, "-run-timeout", "2m")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -93,7 +93,7 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Workloads) != 3 || rep.Machine.CPUs == 0 {
+	if len(rep.Workloads) != 4 || rep.Machine.CPUs == 0 {
 		t.Fatalf("report %s", b)
 	}
 	for _, w := range rep.Workloads {
@@ -104,6 +104,9 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 			if r.Succeeded != r.Expected || r.Requests != w.Capture.totalRequests() || r.MaxRSSBytes == 0 || r.UserSeconds+r.SysSeconds == 0 {
 				t.Errorf("%s via %s: %+v", w.Name, r.Via, r)
 			}
+			if !r.AllBytesDelivered || r.TargetBytesIn != w.CaptureStats.ClientBytes {
+				t.Errorf("%s via %s: the target received %d of the capture's %d client bytes", w.Name, r.Via, r.TargetBytesIn, w.CaptureStats.ClientBytes)
+			}
 			if r.Match["identical"]+r.Match["not_comparable"] != r.Expected {
 				t.Errorf("%s via %s: answers %v", w.Name, r.Via, r.Match)
 			}
@@ -112,7 +115,7 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 			t.Errorf("%s: ratio %v", w.Name, w.Ratio)
 		}
 	}
-	for _, want := range []string{"short", "pipelined", "bulk", "tun/socket", "targets (issue 5)"} {
+	for _, want := range []string{"short", "pipelined", "bulk", "upload", "tun/socket", "bytes at target", "targets (issue 5)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}

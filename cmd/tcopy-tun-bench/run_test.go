@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		// A replay stuck at exit: it ignores SIGINT and never returns.
 		signal.Ignore(os.Interrupt, syscall.SIGTERM)
 		select {}
+	case "gen-upload":
+		// A capture writer whose peak RSS TestGenerateStreams measures.
+		os.Exit(genUploadRole())
 	case "":
 		os.Exit(m.Run())
 	}

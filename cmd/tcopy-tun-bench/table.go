@@ -31,7 +31,7 @@ func writeTable(w io.Writer, rep *benchReport) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tvia\tsessions\tsessions/s\trequests/s\tMB/s\tCPU s/1k sess\tpeak RSS MiB\tdelivered\ttun/socket\t")
+	fmt.Fprintln(tw, "workload\tvia\tsessions\tsessions/s\trequests/s\tMB/s\tCPU s/1k sess\tpeak RSS MiB\tdelivered\tbytes at target\ttun/socket\t")
 	for _, wr := range rep.Workloads {
 		for _, r := range []*runResult{wr.Tun, wr.Socket} {
 			if r == nil {
@@ -41,12 +41,12 @@ func writeTable(w io.Writer, rep *benchReport) {
 			if r == wr.Tun && wr.Socket != nil {
 				rat = fmt.Sprintf("%.2f (%s)", wr.Ratio, metricLabel(wr.Metric))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.0f\t%.2f %%\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.0f\t%.2f %%\t%s\t%s\t\n",
 				wr.Name, r.Via, r.Expected, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec,
-				r.CPUPer1k, float64(r.MaxRSSBytes)/mib, r.DeliveredPct, rat)
+				r.CPUPer1k, float64(r.MaxRSSBytes)/mib, r.DeliveredPct, bytesAtTarget(r), rat)
 		}
 		if wr.Tun == nil && wr.Socket == nil {
-			fmt.Fprintf(tw, "%s\t-\t%d\tno completed run\t\t\t\t\t\t\t\n", wr.Name, wr.Capture.Sessions)
+			fmt.Fprintf(tw, "%s\t-\t%d\tno completed run\t\t\t\t\t\t\t\t\n", wr.Name, wr.Capture.Sessions)
 		}
 	}
 	tw.Flush()
@@ -102,4 +102,20 @@ func paced(args []string) bool {
 		}
 	}
 	return false
+}
+
+// bytesAtTarget says how the client bytes the target received compare with
+// the capture's: "all" when exactly every byte arrived.
+func bytesAtTarget(r *runResult) string {
+	if r.ClientBytesExpected == 0 {
+		return "-"
+	}
+	switch d := r.TargetBytesIn - r.ClientBytesExpected; {
+	case d == 0:
+		return "all"
+	case d < 0:
+		return fmt.Sprintf("%d B missing", -d)
+	default:
+		return fmt.Sprintf("%d B extra", d)
+	}
 }

@@ -40,7 +40,7 @@ func TestSelectWorkloads(t *testing.T) {
 	if err != nil || len(ws) != 2 || ws[0].Name != "bulk" || ws[1].Name != "short" {
 		t.Errorf("selected %v, %v", ws, err)
 	}
-	if ws, _ := selectWorkloads(all, ""); len(ws) != 7 {
+	if ws, _ := selectWorkloads(all, ""); len(ws) != 8 {
 		t.Errorf("default selects %d workloads", len(ws))
 	}
 	if _, err := selectWorkloads(all, "shrot"); err == nil || !strings.Contains(err.Error(), "have short") {
@@ -62,6 +62,39 @@ func TestSelectWorkloads(t *testing.T) {
 	}
 	if c := byName["million"].Capture; c.Sessions != 1_000_000 {
 		t.Errorf("million %+v", c)
+	}
+	if c := byName["upload"].Capture; c.Sessions != 1 || c.Upload != 384<<20 || c.Body > 1024 {
+		t.Errorf("upload %+v", c)
+	}
+	for _, w := range workloads(true) {
+		if w.Name == "upload" && w.Capture.Upload != 32<<20 {
+			t.Errorf("quick upload %+v", w.Capture)
+		}
+	}
+}
+
+// TestUploadGoals: the upload workload checks the tun path's peak RSS and
+// that the target received every byte on both paths.
+func TestUploadGoals(t *testing.T) {
+	ws, _ := selectWorkloads(workloads(false), "upload")
+	w := ws[0]
+	all := func(rss int64) *runResult {
+		return &runResult{MaxRSSBytes: rss, ClientBytesExpected: 1000, TargetBytesIn: 1000, AllBytesDelivered: true}
+	}
+	tun, sock := all(200<<20), all(900<<20)
+	for _, g := range w.targets {
+		if got, met := g.check(tun, sock); !met {
+			t.Errorf("%s: %s not met", g.what, got)
+		}
+	}
+	tun.MaxRSSBytes = 600 << 20
+	sock.TargetBytesIn, sock.AllBytesDelivered = 990, false
+	for _, g := range w.targets {
+		if got, met := g.check(tun, sock); met {
+			t.Errorf("%s: %s met", g.what, got)
+		} else if strings.Contains(g.what, "byte") && got != "tun all, socket 10 B missing" {
+			t.Errorf("%s: got %q", g.what, got)
+		}
 	}
 }
 
@@ -115,7 +148,9 @@ func TestReadReportHead(t *testing.T) {
 func TestWriteTable(t *testing.T) {
 	tun := &runResult{Via: "tun", Expected: 10000, Succeeded: 10000, WallSeconds: 1, SessionsPerSec: 9000,
 		RequestsPerSec: 9000, MBPerSec: 4.2, CPUPer1k: 0.15, MaxRSSBytes: 80 << 20, DeliveredPct: 100}
-	sock := &runResult{Via: "socket", Expected: 10000, Succeeded: 10000, WallSeconds: 1, SessionsPerSec: 10000, DeliveredPct: 100}
+	sock := &runResult{Via: "socket", Expected: 10000, Succeeded: 10000, WallSeconds: 1, SessionsPerSec: 10000, DeliveredPct: 100,
+		ClientBytesExpected: 5000, TargetBytesIn: 5000, AllBytesDelivered: true}
+	tun.ClientBytesExpected, tun.TargetBytesIn = 5000, 4000
 	w := workloads(false)[0]
 	wr := &workloadResult{Name: w.Name, Metric: w.Metric, Capture: w.Capture, Runs: []*runResult{tun, sock}, Tun: tun, Socket: sock, Ratio: 0.9,
 		Targets: []goalResult{{What: "≥ 12,000 sessions/s via tun", Got: "9000/s", Met: false}}}
@@ -123,7 +158,8 @@ func TestWriteTable(t *testing.T) {
 	var b strings.Builder
 	writeTable(&b, rep)
 	out := b.String()
-	for _, want := range []string{"2 × Test CPU", "sessions/s", "9000", "0.90 (sessions/s)", "100.00 %", "80", "MISSED"} {
+	for _, want := range []string{"2 × Test CPU", "sessions/s", "9000", "0.90 (sessions/s)", "100.00 %", "80", "MISSED",
+		"bytes at target", "1000 B missing", " all "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

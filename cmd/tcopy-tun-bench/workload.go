@@ -30,6 +30,9 @@ type goal struct {
 
 const (
 	mib = 1 << 20
+	// uploadReply is the body of the upload workload's answer: short, so
+	// that the answer compares as identical and the bytes are the upload's.
+	uploadReply = 64
 )
 
 // workloads returns the bench's workloads, full size or quick (for a check
@@ -51,6 +54,11 @@ func workloads(quick bool) []*workload {
 	pipe.Kind, pipe.Depth = "pipelined", 10
 	bulk := capSpec{Kind: "bulk", Sessions: n(4, 1), Requests: 1, Body: int64(n(256, 16)) * mib, Upload: int64(n(256, 16)) * mib,
 		Clients: n(4, 1), Spacing: time.Millisecond}
+	// upload is one connection that POSTs Upload bytes and gets a short
+	// answer at the end: what the replayer holds of one large client
+	// stream (peak RSS), and whether all of it reaches the target.
+	upload := capSpec{Kind: "upload", Sessions: 1, Requests: 1, Body: uploadReply, Upload: int64(n(384, 32)) * mib,
+		Clients: 1, Spacing: time.Millisecond}
 
 	// timing is a light keep-alive load replayed at the captured pace: the
 	// replay waits for each request's time, so what is measured is how
@@ -78,6 +86,19 @@ func workloads(quick bool) []*workload {
 			Capture: pipe, Metric: "requests_per_second", Runs: 3, targets: []goal{ratioGoal("requests_per_second", 0.9)}},
 		{Name: "bulk", Description: fmt.Sprintf("%d sessions × %d MiB each way", bulk.Sessions, bulk.Body/mib),
 			Capture: bulk, Metric: "mb_per_second", Runs: 1, targets: []goal{ratioGoal("mb_per_second", 0.8)}},
+		{Name: "upload", Description: fmt.Sprintf("1 connection uploading %d MiB, a %d-byte answer at the end: peak RSS", upload.Upload/mib, upload.Body),
+			Capture: upload, Metric: "mb_per_second", Runs: 1, targets: []goal{
+				{"peak RSS < 256 MiB via tun", func(t, _ *runResult) (string, bool) {
+					return fmt.Sprintf("%.0f MiB", float64(t.MaxRSSBytes)/mib), t.MaxRSSBytes < 256*mib
+				}},
+				{"every uploaded byte at the target, tun and socket", func(t, s *runResult) (string, bool) {
+					got := "tun " + bytesAtTarget(t)
+					if s != nil {
+						got += ", socket " + bytesAtTarget(s)
+					}
+					return got, t.AllBytesDelivered && (s == nil || s.AllBytesDelivered)
+				}},
+			}},
 		{Name: "timing", Description: fmt.Sprintf("%d keep-alive connections × %d requests at --speed 1: chunk lateness", timing.Sessions, timing.Requests),
 			Capture: timing, Args: []string{"--speed", "1"}, Metric: "requests_per_second", Runs: 1, targets: []goal{
 				{"chunk lateness p50 < 100 µs via tun", func(t, _ *runResult) (string, bool) {
