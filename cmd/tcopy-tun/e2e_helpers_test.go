@@ -214,6 +214,21 @@ func (p *e2eProc) wait(limit time.Duration) e2eRun {
 	return r
 }
 
+// waitTUN waits until the TUN of the tcopy-tun p exists: a live capture
+// is open then (the source opens first).
+func (x *e2e) waitTUN(p *e2eProc) {
+	x.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if out, _ := x.ns.Output("ip", "link"); strings.Contains(out, "tcopy0") {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.signal(syscall.SIGKILL)
+			x.t.Fatalf("tcopy0 did not appear within 10s: %s", p.wait(5*time.Second).stderr)
+		}
+	}
+}
+
 func (p *e2eProc) signal(sig syscall.Signal) {
 	p.t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {

@@ -27,19 +27,7 @@ func TestPrivilegedE2ELive(t *testing.T) {
 	p := x.start("--live", "lo", "--server", "10.9.0.1:8080", "--target", "127.0.0.1:9090",
 		"--report", rep, "--progress", "never")
 
-	// The capture is open once the TUN exists (the source opens first).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, _ := x.ns.Output("ip", "link")
-		if strings.Contains(out, "tcopy0") {
-			break
-		}
-		if time.Now().After(deadline) {
-			p.signal(syscall.SIGKILL)
-			t.Fatalf("tcopy0 did not appear within 10s: %s", p.wait(5*time.Second).stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	x.waitTUN(p)
 
 	// Production traffic: five one-shot requests and one keep-alive
 	// connection with three requests.

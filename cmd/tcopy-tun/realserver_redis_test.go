@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,23 +71,27 @@ type redisInstance struct {
 
 func (redisServer) start(t *testing.T, e *realEnv, tag string) realInstance {
 	t.Helper()
-	// The Unix socket path must stay under 108 bytes: t.TempDir's names
-	// carry the test's name, so use a short directory of its own.
-	dir, err := os.MkdirTemp("", "tcopytest-redis-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "redis.sock")
-	p := startProc(t, e.srv, "redis-server "+tag, "redis-server",
-		"--port", strconv.Itoa(redisPort), "--bind", realServerIP, "127.0.0.1",
-		"--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", dir, "--logfile", "", "--unixsocket", sock,
-		// DEBUG DIGEST is the comparison; "local" allows it on the Unix
-		// socket only.
+	// DEBUG DIGEST is the comparison; "local" allows it on the Unix socket
+	// only.
+	p, sock := startRedisServer(t, e.srv, "redis-server "+tag, redisPort, []string{realServerIP, "127.0.0.1"},
 		"--enable-debug-command", "local")
-	p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, redisPort))
 	return &redisInstance{proc: p, ns: e.srv, sock: sock}
+}
+
+// startRedisServer runs redis-server in ns in the foreground, without
+// persistence, on port at the addresses binds and on a Unix socket (its
+// path is returned), with the options extra added. It returns once the
+// server accepts connections at binds[0].
+func startRedisServer(t *testing.T, ns *tuntest.Netns, name string, port int, binds []string, extra ...string) (*realProc, string) {
+	t.Helper()
+	dir := shortTempDir(t, "tcopytest-redis-")
+	sock := filepath.Join(dir, "redis.sock")
+	args := append([]string{"redis-server", "--port", strconv.Itoa(port), "--bind"}, binds...)
+	args = append(args, "--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
+		"--dir", dir, "--logfile", "", "--unixsocket", sock)
+	p := startProc(t, ns, name, append(args, extra...)...)
+	p.waitListening(t, ns, net.JoinHostPort(binds[0], strconv.Itoa(port)))
+	return p, sock
 }
 
 // state reads, over the Unix socket (no TCP, so nothing of it is captured

@@ -23,9 +23,10 @@ package main
 // The files: realserver_test.go (this one: the scenario runner, captures,
 // replay, report checks), realserver_redis_test.go, realserver_nginx_test.go,
 // realserver_httpd_test.go (the project's own HTTP server and Go client, run
-// as helper processes of the test binary), realserver_shapes_test.go
-// (capture shapes: SLL2, SLL, nanosecond pcap, multi-interface pcapng) and
-// realserver_forward_test.go.
+// as helper processes of the test binary), realserver_mariadb_test.go (a
+// client that creates the schema, then workers that use it),
+// realserver_shapes_test.go (capture shapes: SLL2, SLL, nanosecond pcap,
+// multi-interface pcapng) and realserver_forward_test.go.
 
 import (
 	"bufio"
@@ -35,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -211,16 +213,36 @@ type realProc struct {
 // logged when the test fails.
 func startProc(t *testing.T, ns *tuntest.Netns, name string, args ...string) *realProc {
 	t.Helper()
-	return startProcEnv(t, ns, name, nil, args...)
+	return startProcCmd(t, name, ns.Command(args...))
 }
 
 // startProcEnv is startProc with env added to the test's environment.
 func startProcEnv(t *testing.T, ns *tuntest.Netns, name string, env []string, args ...string) *realProc {
 	t.Helper()
-	p := &realProc{name: name, cmd: ns.Command(args...), out: &tuntest.LockedBuffer{}, done: make(chan struct{})}
+	cmd := ns.Command(args...)
 	if env != nil {
-		p.cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(os.Environ(), env...)
 	}
+	return startProcCmd(t, name, cmd)
+}
+
+// startProcStdin is startProc for a process the test writes to: the
+// returned writer is its standard input (close it to send EOF).
+func startProcStdin(t *testing.T, ns *tuntest.Netns, name string, args ...string) (*realProc, io.WriteCloser) {
+	t.Helper()
+	cmd := ns.Command(args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startProcCmd(t, name, cmd), stdin
+}
+
+// startProcCmd starts cmd, made by a namespace's Command, as startProc
+// does.
+func startProcCmd(t *testing.T, name string, cmd *exec.Cmd) *realProc {
+	t.Helper()
+	p := &realProc{name: name, cmd: cmd, out: &tuntest.LockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
@@ -329,6 +351,19 @@ func (p *realProc) waitListening(t *testing.T, ns *tuntest.Netns, addr string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// shortTempDir makes a directory for a server's files, removed when the
+// test ends, under a short path: a Unix socket's path must stay under 108
+// bytes, and t.TempDir's names carry the test's name.
+func shortTempDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // runClient runs a real client in ns to its end and fails the test if it
@@ -575,7 +610,7 @@ func parsePcapng(b []byte, partial bool) (links []uint16, packets map[uint32]int
 // ---- the capture's sessions, independently of tcopy-tun ----
 
 // capturedSessions rebuilds the capture's sessions for port the way
-// tcopy-tun does by default (sessionConfig: every captured server on the
+// tcopy-tun does by default (newSelection: every captured server on the
 // target's port), so report rows can be matched by ID. It asserts that the
 // capture is complete: every session has its handshake and no holes.
 func capturedSessions(t *testing.T, file string, port uint16) []*session.Session {
@@ -687,33 +722,49 @@ func (e *realEnv) replay(t *testing.T, ns *tuntest.Netns, file string, target ne
 // replayExit is replay for a run that must exit with code want.
 func (e *realEnv) replayExit(t *testing.T, ns *tuntest.Netns, file string, target netip.AddrPort, speed string, want int, extra ...string) replayRun {
 	t.Helper()
+	run, _ := e.runTcopyTun(t, ns, file, target, speed, want, extra...)
+	return run
+}
+
+// replayAnyExit is replay for a run whose exit status the test checks
+// itself, after it has looked at the server: it returns the run and the
+// status.
+func (e *realEnv) replayAnyExit(t *testing.T, ns *tuntest.Netns, file string, target netip.AddrPort, speed string, extra ...string) (replayRun, int) {
+	t.Helper()
+	return e.runTcopyTun(t, ns, file, target, speed, -1, extra...)
+}
+
+// runTcopyTun runs tcopy-tun for replay, replayExit and replayAnyExit: it
+// fails the test if the exit status is not want (any, for -1) or there is
+// no report.
+func (e *realEnv) runTcopyTun(t *testing.T, ns *tuntest.Netns, file string, target netip.AddrPort, speed string, want int, extra ...string) (replayRun, int) {
+	t.Helper()
 	rep := filepath.Join(e.dir, fmt.Sprintf("report-%s-%d.json", speed, time.Now().UnixNano()))
 	args := append([]string{e.bin, "--pcap", file, "--target", target.String(), "--speed", speed,
 		"--report", rep, "--progress", "never"}, extra...)
 	began := time.Now()
 	p := startProc(t, ns, "tcopy-tun", args...)
 	err := p.wait(t, realReplayTimeout)
-	wall := time.Since(began)
-	out := p.out.String()
+	run := replayRun{wall: time.Since(began), stderr: p.out.String()}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("tcopy-tun %s: %v\n%s", strings.Join(args[1:], " "), err, out)
+		t.Fatalf("tcopy-tun %s: %v\n%s", strings.Join(args[1:], " "), err, run.stderr)
 	}
-	if code != want {
-		t.Fatalf("tcopy-tun %s: exit status %d, want %d\n%s", strings.Join(args[1:], " "), code, want, out)
+	if want >= 0 && code != want {
+		t.Fatalf("tcopy-tun %s: exit status %d, want %d\n%s", strings.Join(args[1:], " "), code, want, run.stderr)
 	}
 	b, err := os.ReadFile(rep)
 	if err != nil {
-		t.Fatalf("tcopy-tun wrote no report: %v\n%s", err, out)
+		t.Fatalf("tcopy-tun (exit status %d) wrote no report: %v\n%s", code, err, run.stderr)
 	}
-	var r realReport
-	if err := json.Unmarshal(b, &r); err != nil {
+	run.report = &realReport{}
+	if err := json.Unmarshal(b, run.report); err != nil {
 		t.Fatalf("report %s: %v", rep, err)
 	}
-	return replayRun{report: &r, wall: wall, stderr: out}
+	return run, code
 }
 
 // checkReport asserts what the issue asks of the report: every captured
@@ -833,19 +884,8 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 		replayNS = e.cli
 	}
 
-	// Capture: a fresh server, the real client, the capture tool.
-	inst := sc.server.start(t, e, "capture")
-	cp := startCapture(t, e, sc.shape, port)
-	captureStart := time.Now()
-	sc.drive(t, e)
-	captureTime := time.Since(captureStart)
-	packets := cp.stop(t)
-	want := inst.state(t)
-	sc.shape.check(t, cp.file)
-	ss := capturedSessions(t, cp.file, port)
-	if n := tsharkConnections(t, cp.file, port); n != len(ss) {
-		t.Errorf("tshark counts %d TCP connections on port %d in %s, tcopy-tun's reader %d sessions", n, port, cp.file, len(ss))
-	}
+	cp := captureReal(t, e, sc.server, sc.shape, sc.drive)
+	want, ss := cp.want, cp.sessions
 	// lastStart is when the last session started, from the capture's first
 	// packet: --speed 1 cannot be done before.
 	var lastStart time.Duration
@@ -853,7 +893,7 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 		lastStart = max(lastStart, s.StartOffset)
 	}
 	t.Logf("%s, %s capture: %d packets, %d sessions, the last starting at +%v (the clients ran %v); server state %d lines",
-		sc.server.name(), sc.shape.name, packets, len(ss), lastStart.Round(time.Millisecond), captureTime.Round(time.Millisecond), len(want))
+		sc.server.name(), sc.shape.name, cp.packets, len(ss), lastStart.Round(time.Millisecond), cp.clients.Round(time.Millisecond), len(want))
 	if t.Failed() {
 		return
 	}
@@ -863,7 +903,7 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 	// carries another Date than the captured one (a session is never
 	// replayed earlier than its captured offset), so the report must call
 	// those answers volatile, never identical and never different.
-	time.Sleep(time.Until(captureStart.Add(realDateResolution)))
+	time.Sleep(time.Until(cp.began.Add(realDateResolution)))
 
 	for _, speed := range realSpeeds {
 		t.Run("speed-"+speed, func(t *testing.T) {
@@ -902,6 +942,38 @@ func runRealScenario(t *testing.T, bin string, sc realScenario) {
 	if sc.after != nil {
 		sc.after(t, e, cp.file)
 	}
+}
+
+// realCapture is what a scenario's capture phase produced.
+type realCapture struct {
+	file     string
+	packets  int                // written by the capture tool
+	want     []string           // the server's state after the real clients
+	sessions []*session.Session // the capture's, complete (capturedSessions)
+	began    time.Time          // when the clients started
+	clients  time.Duration      // how long they ran
+}
+
+// captureReal is the capture phase of the suite's procedure: a fresh
+// server, the capture tool, the real clients (drive); then the server's
+// state, the capture's shape and its sessions, which tshark must count as
+// tcopy-tun's reader does.
+func captureReal(t *testing.T, e *realEnv, server realServer, shape captureShape, drive func(t *testing.T, e *realEnv)) realCapture {
+	t.Helper()
+	port := server.port()
+	inst := server.start(t, e, "capture")
+	cp := startCapture(t, e, shape, port)
+	c := realCapture{file: cp.file, began: time.Now()}
+	drive(t, e)
+	c.clients = time.Since(c.began)
+	c.packets = cp.stop(t) // no packet dropped by the kernel, every one written
+	c.want = inst.state(t)
+	shape.check(t, cp.file)
+	c.sessions = capturedSessions(t, cp.file, port)
+	if n := tsharkConnections(t, cp.file, port); n != len(c.sessions) {
+		t.Errorf("tshark counts %d TCP connections on port %d in %s, tcopy-tun's reader %d sessions", n, port, cp.file, len(c.sessions))
+	}
+	return c
 }
 
 // diffLines returns the lines only in want (-) and only in got (+), or "".

@@ -104,18 +104,21 @@ func startCPUProfile(file string) (stop func(), err error) {
 // everything it set up. onDone, if set, is called after the replay with the
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
-	res, err := replayOnce(ctx, e, f, nil)
-	if err == nil && res.summary.Read == 0 && ctx.Err() == nil && f.server == (netip.AddrPort{}) && len(f.maps) == 0 && f.live == "" {
+	sel := newSelection(f)
+	res, err := replayOnce(ctx, e, f, sel)
+	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
 		// Nothing matched the target's port: if the capture holds exactly
 		// one server, that is the one meant ("or the only server in the
-		// capture"). A second pass is only possible for a file.
-		if only, ok := onlyServer(f.pcap); ok {
-			logf(e, "no captured server on port %d; replaying the only server in the capture, %s", f.target.Port(), only)
-			res, err = replayOnce(ctx, e, f, []netip.AddrPort{only})
+		// capture"). The first pass saw the servers; a second one replays
+		// it (a file can be read again).
+		if server, ok := sel.fallback(f, res.seen); ok {
+			logf(e, "no captured server on %s; replaying the only server in the capture, %s", sel, server)
+			sel = onlyServer(server)
+			res, err = replayOnce(ctx, e, f, sel)
 		}
 	}
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
-		err = inputError{noSessionsError(f, res)}
+		err = inputError{noSessionsError(f, sel, res.capStats, res.seen)}
 	}
 	if err != nil {
 		fail(e, err)
@@ -165,7 +168,7 @@ type runResult struct {
 	report     *report
 	capStats   capture.Stats
 	buildStats session.Stats
-	servers    map[netip.AddrPort]int // captured servers seen → sessions (all, not only replayed)
+	seen       *serversSeen // the captured servers of the connections read, selected or not
 }
 
 func (r *runResult) exitCode(ctx context.Context) int {
@@ -182,25 +185,26 @@ func (r *runResult) exitCode(ctx context.Context) int {
 	return exitOK
 }
 
-// replayOnce is one pass over the capture. servers, when set, overrides the
-// server selection.
-func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.AddrPort) (*runResult, error) {
-	src, err := openSource(f)
+// replayOnce replays the capture with the selection sel: --loop passes
+// over it.
+func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
+	src, err := openSource(f, sel)
 	if err != nil {
 		return nil, inputError{err}
 	}
-	defer src.Close()
+	// replayOnce owns the source: it closes it after the last pass (and
+	// each one before the next pass opens the capture again). Only
+	// pumpLive ends a live source earlier, itself (see there). A source
+	// still in use by a detached reader (standard input, after an
+	// interrupt) is not closed: its reader may still be in ReadFrame, and
+	// the process is about to exit.
+	detached := false
+	defer func() {
+		if !detached {
+			src.Close()
+		}
+	}()
 	if f.live != "" {
-		// Closing a live source is its normal end: the builder flushes
-		// and the replay finishes what is in flight.
-		go func() {
-			select {
-			case <-f.stopLive:
-				src.Close()
-			case <-ctx.Done():
-				src.Close()
-			}
-		}()
 		defer func() {
 			if dc, ok := src.(capture.DropCounter); ok {
 				if n, err := dc.Drops(); err == nil && n > 0 {
@@ -251,22 +255,27 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 		return nil, usageError{err}
 	}
 
-	res := &runResult{report: rep, servers: map[netip.AddrPort]int{}}
-	scfg := sessionConfig(f, servers)
+	res := &runResult{report: rep, seen: newServersSeen(sel)}
+	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
 	var runErr error
 	for pass := 0; pass < f.loop && ctx.Err() == nil; pass++ {
 		if pass > 0 {
+			if runner.Summary().Read == 0 {
+				break // the first pass read no session: no later one would
+			}
 			// A later pass reads the capture again (fresh client addresses
 			// come from the runner). Standard input cannot be read twice.
 			src.Close()
-			if src, err = capture.Open(f.pcap); err != nil {
+			next, err := capture.Open(f.pcap)
+			if err != nil {
 				runErr = inputError{err}
 				break
 			}
+			src = next
 		}
-		runErr = replayPass(ctx, runner, src, f.sourceName(), scfg, res)
-		if runErr != nil {
+		detached, runErr = replayPass(ctx, runner, src, f, scfg, res)
+		if runErr != nil || detached {
 			break
 		}
 	}
@@ -283,16 +292,37 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, servers []netip.Addr
 // runner: the session builder runs on the runner's producer side and hands
 // each session over when it starts in the capture. The runner's
 // backpressure (blocking the builder's calls) keeps memory to what is in
-// flight.
-func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, name string, scfg session.Config, res *runResult) error {
+// flight. detached says that a reader goroutine still uses src (see
+// pumpLive).
+func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, f *replayFlags, scfg session.Config, res *runResult) (detached bool, err error) {
 	var readErr error
-	err := runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
-		r := capture.NewReader(src, name)
-		b := session.NewBuilder(scfg, serverCounter{sink, res.servers})
-		detached := false
-		if scfg.Live {
-			readErr, detached = pumpLive(ctx, r, b, src)
-		} else {
+	err = runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
+		r := capture.NewReader(src, f.sourceName())
+		b := passBuilder{session.NewBuilder(scfg, sink), res.seen}
+		switch {
+		case f.live != "":
+			// The first signal or --duration (f.stopLive) ends the live
+			// capture as the runner's own --duration does: no session
+			// starts any more (those waiting count as not started) and
+			// pumpLive's context is canceled (pumpLive then closes the
+			// source, and b.Close below ends the connections still open
+			// as capture end), so the sessions in flight finish promptly
+			// with what they have. This goroutine only stops; it
+			// returns with the pass.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-f.stopLive:
+					runner.StopAdmitting()
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			readErr, detached = pumpLive(ctx, r, b, src.Close)
+		case scfg.Live:
+			readErr, detached = pumpLive(ctx, r, b, nil)
+		default:
 			readErr = readCapture(ctx, r, b)
 		}
 		// Sessions still open end here, as "capture end": also after a
@@ -306,25 +336,27 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		return nil
 	})
 	if readErr != nil {
-		return inputError{readErr}
+		return detached, inputError{readErr}
 	}
-	return err
+	return detached, err
 }
 
-// serverCounter counts the captured servers of the sessions it passes on.
-type serverCounter struct {
-	session.Sink
-	servers map[netip.AddrPort]int
+// passBuilder is the session builder of a pass, with the record of the
+// servers its connections have: Add tells it after each segment (see
+// serversSeen).
+type passBuilder struct {
+	*session.Builder
+	seen *serversSeen
 }
 
-func (c serverCounter) Begin(h *session.Head) session.Feed {
-	c.servers[h.Server]++
-	return c.Sink.Begin(h)
+func (b passBuilder) Add(p *capture.Packet) {
+	b.Builder.Add(p)
+	b.seen.added()
 }
 
 // readCapture adds the segments of a capture file to b until its end or until
 // ctx is done.
-func readCapture(ctx context.Context, r *capture.Reader, b *session.Builder) error {
+func readCapture(ctx context.Context, r *capture.Reader, b passBuilder) error {
 	for n := 0; ; n++ {
 		if n%1024 == 0 && ctx.Err() != nil {
 			return nil
@@ -345,15 +377,36 @@ func readCapture(ctx context.Context, r *capture.Reader, b *session.Builder) err
 // sessions expire although no packet comes.
 const liveTick = 2 * time.Millisecond
 
+// How long pumpLive waits, once ctx is done, for its reader goroutine: one
+// it cannot wake (standard input) to finish by itself, or one it has woken
+// (a live source) to hand over what it had read and its io.EOF.
+const (
+	detachGrace = 100 * time.Millisecond
+	endGrace    = time.Second
+)
+
 // pumpLive adds the segments of a capture that is happening (a live
 // interface, standard input) to b. A reader goroutine reads them; this
 // goroutine adds them and, when the wire is quiet, moves capture time on
-// with the wall clock (Builder.Advance). It returns when the capture ends
-// (a live source is closed on the first signal or at --duration) or ctx is
-// done. Standard input cannot be interrupted: its reader goroutine then
-// stays blocked until the process exits, and detached says that r is still
-// in use.
-func pumpLive(ctx context.Context, r *capture.Reader, b *session.Builder, src capture.Source) (err error, detached bool) {
+// with the wall clock (Builder.Advance). It returns at the end of the
+// input, or when ctx is done.
+//
+// A live interface has no end of its own: ctx ends it (the first signal,
+// --duration, an abort), and end is its source's Close. A capture.Source is
+// not safe for concurrent use, but the live source's Close is the
+// documented exception (capture.OpenLive): it may be called while ReadFrame
+// waits in another goroutine, which then returns io.EOF. So pumpLive calls
+// it here, while the reader goroutine reads, and then adds what that
+// goroutine had read until the io.EOF.
+//
+// Standard input (end nil) has no such Close: closing the source under a
+// ReadFrame would be a data race and would not wake it. When ctx is done
+// its reader goroutine stays blocked until the process exits (unless the
+// input ends within detachGrace), and detached says that r, and the source
+// under it, are still in use: the caller must not close them. (A live
+// reader that endGrace after the Close has not returned is left the same
+// way.)
+func pumpLive(ctx context.Context, r *capture.Reader, b passBuilder, end func() error) (err error, detached bool) {
 	type item struct {
 		p   capture.Packet
 		err error
@@ -387,6 +440,8 @@ func pumpLive(ctx context.Context, r *capture.Reader, b *session.Builder, src ca
 	defer tick.Stop()
 	var last time.Time // capture time of the last packet
 	var lastWall time.Time
+	done := ctx.Done()
+	var ended <-chan time.Time // set once end has been called
 	for {
 		select {
 		case it := <-pkts:
@@ -407,52 +462,36 @@ func pumpLive(ctx context.Context, r *capture.Reader, b *session.Builder, src ca
 				// from a host whose clock differs.
 				b.Advance(last.Add(now.Sub(lastWall)))
 			}
-		case <-ctx.Done():
-			src.Close() // wakes a live source's reader
-			select {
-			case <-readerDone:
-				return nil, false
-			case <-time.After(100 * time.Millisecond):
-				return nil, true
+		case <-done:
+			if end == nil {
+				select {
+				case <-readerDone:
+					return nil, false
+				case <-time.After(detachGrace):
+					return nil, true
+				}
 			}
+			end() // wakes the reader: its next item is io.EOF
+			done, ended = nil, time.After(endGrace)
+		case <-ended:
+			return nil, true
 		}
 	}
 }
 
-// openSource opens the capture file or stream, or the live interface.
-func openSource(f *replayFlags) (capture.Source, error) {
+// openSource opens the capture file or stream, or the live interface
+// (filtered to the selected ports).
+func openSource(f *replayFlags, sel selection) (capture.Source, error) {
 	if f.live == "" {
 		return capture.Open(f.pcap)
 	}
-	return capture.OpenLive(f.live, capture.LiveOptions{Ports: livePorts(f)})
+	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
 }
 
-// livePorts are the captured server ports to copy from a live interface.
-func livePorts(f *replayFlags) []uint16 {
-	seen := map[uint16]bool{}
-	var ports []uint16
-	add := func(p uint16) {
-		if p != 0 && !seen[p] {
-			seen[p] = true
-			ports = append(ports, p)
-		}
-	}
-	switch {
-	case f.server.IsValid():
-		add(f.server.Port())
-	case len(f.maps) > 0:
-		for c := range f.maps {
-			add(c.Port())
-		}
-	default:
-		add(f.target.Port())
-	}
-	return ports
-}
-
-// sessionConfig selects the captured servers to rebuild sessions for.
-func sessionConfig(f *replayFlags, servers []netip.AddrPort) session.Config {
-	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout}
+// sessionConfig is the session builder's configuration from the flags; the
+// selection comes through seen (its keep is Config.Keep).
+func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
+	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout, Keep: seen.keep}
 	if f.live != "" || f.pcap == "-" {
 		// A capture that is happening: chunks are handed on when a write
 		// ends (PSH) or its merge window passes, and a connection idle
@@ -460,62 +499,7 @@ func sessionConfig(f *replayFlags, servers []netip.AddrPort) session.Config {
 		// otherwise.
 		cfg.Live = true
 	}
-	switch {
-	case servers != nil:
-		cfg.Servers = servers
-	case f.server.IsValid():
-		cfg.Servers = []netip.AddrPort{f.server}
-	case len(f.maps) > 0:
-		for c := range f.maps {
-			cfg.Servers = append(cfg.Servers, c)
-		}
-		if f.server.IsValid() {
-			cfg.Servers = append(cfg.Servers, f.server)
-		}
-	default:
-		// The captured server whose port matches the target's, on any
-		// address.
-		cfg.Servers = []netip.AddrPort{netip.AddrPortFrom(netip.Addr{}, f.target.Port())}
-	}
 	return cfg
-}
-
-// onlyServer reads the capture once without selection and returns its
-// server if there is exactly one.
-func onlyServer(name string) (netip.AddrPort, bool) {
-	if name == "-" {
-		return netip.AddrPort{}, false
-	}
-	src, err := capture.Open(name)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	defer src.Close()
-	seen := map[netip.AddrPort]bool{}
-	_, err = session.Build(capture.NewReader(src, name), session.Config{ServerDataLimit: -1}, func(s *session.Session) {
-		seen[s.Server] = true
-	})
-	if err != nil || len(seen) != 1 {
-		return netip.AddrPort{}, false
-	}
-	for s := range seen {
-		return s, true
-	}
-	return netip.AddrPort{}, false
-}
-
-func noSessionsError(f *replayFlags, res *runResult) error {
-	if f.live != "" {
-		return fmt.Errorf("live capture on %s: no sessions of the selected server were seen (%d TCP segments)", f.live, res.capStats.TCP)
-	}
-	if res.capStats.TCP == 0 {
-		return fmt.Errorf("read %q: no TCP segments in %d frames: nothing to replay", f.pcap, res.capStats.Frames)
-	}
-	sel := fmt.Sprintf("port %d", f.target.Port())
-	if f.server.IsValid() {
-		sel = f.server.String()
-	}
-	return fmt.Errorf("read %q: no sessions of the captured server %s (the capture holds %d TCP segments; run 'tcopy-tun inspect %s' and choose with --server IP:PORT)", f.pcap, sel, res.capStats.TCP, f.pcap)
 }
 
 // setupPath builds the dialer: kernel sockets, or a TUN device with the
