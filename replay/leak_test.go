@@ -117,13 +117,14 @@ func goroutineStacks() []goroutineStack {
 	return gs
 }
 
-// goroutineID parses the id from a record's "goroutine N [state]:" header.
+// goroutineID parses the id from a record's "goroutine N [state]:" header
+// (or "goroutine N gp=… [state]:", the runtime's crash format).
 func goroutineID(rec string) (uint64, error) {
 	rest, ok := strings.CutPrefix(rec, "goroutine ")
 	if !ok {
 		return 0, fmt.Errorf("no goroutine header")
 	}
-	idText, _, ok := strings.Cut(rest, " [")
+	idText, _, ok := strings.Cut(rest, " ")
 	if !ok {
 		return 0, fmt.Errorf("malformed goroutine header")
 	}

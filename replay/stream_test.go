@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,11 +81,12 @@ func recv(t *testing.T, ch <-chan string, what string) string {
 
 // A long-lived connection is replayed while it happens: each request
 // reaches the target before the capture has ended the session.
-func TestStreamReplaysBeforeTheEnd(t *testing.T) {
-	checkLeaks(t)
+func TestStreamReplaysBeforeTheEnd(t *testing.T) { forEachConnKind(t, testStreamReplaysBeforeTheEnd) }
+
+func testStreamReplaysBeforeTheEnd(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	got := make(chan string, 4)
-	d := newMemDialer(t, clock, func(c *memConn, _ dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, _ dialRec) {
 		for range 2 {
 			got <- readN(t, c, 6)
 			c.Write([]byte("+OK\r\n"))
@@ -119,12 +121,13 @@ func TestStreamReplaysBeforeTheEnd(t *testing.T) {
 // Sessions start in capture start order: a session that starts first and
 // ends last runs from its start, and one that starts after it (and ends
 // before it) runs alongside.
-func TestStreamStartOrder(t *testing.T) {
-	checkLeaks(t)
+func TestStreamStartOrder(t *testing.T) { forEachConnKind(t, testStreamStartOrder) }
+
+func testStreamStartOrder(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	obs := newRecObserver()
 	got := make(chan string, 4)
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		got <- readN(t, c, 4)
 		c.Write([]byte("ok"))
 		readEOF(t, c)
@@ -163,14 +166,15 @@ func TestStreamStartOrder(t *testing.T) {
 // open waits until those have received, in the replay, the server bytes
 // they had in the capture at that moment: the schema connection answers
 // before the worker starts.
-func TestStreamPeerRule(t *testing.T) {
-	checkLeaks(t)
+func TestStreamPeerRule(t *testing.T) { forEachConnKind(t, testStreamPeerRule) }
+
+func testStreamPeerRule(t *testing.T, k connKind) {
 	for _, noCausal := range []bool{false, true} {
 		t.Run(map[bool]string{false: "causal", true: "no-causal-order"}[noCausal], func(t *testing.T) {
 			clock := newFakeClock()
 			release := make(chan struct{})
 			dialed := make(chan string, 4)
-			d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+			d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 				req := readN(t, c, 6)
 				dialed <- req
 				if req == "CREATE" {
@@ -229,11 +233,12 @@ func TestStreamPeerRule(t *testing.T) {
 
 // A peer whose target never answers does not stall the worker for ever:
 // it waits TurnTimeout and goes on (counted).
-func TestStreamPeerTimeout(t *testing.T) {
-	checkLeaks(t)
+func TestStreamPeerTimeout(t *testing.T) { forEachConnKind(t, testStreamPeerTimeout) }
+
+func testStreamPeerTimeout(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	stop := make(chan struct{})
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		if readN(t, c, 6) == "CREATE" {
 			<-stop // never answers
 			return
@@ -286,11 +291,12 @@ func TestStreamPeerTimeout(t *testing.T) {
 
 // The input waits for a running session whose window is full: memory
 // stays at the window while the target holds its answers back.
-func TestStreamBackpressure(t *testing.T) {
-	checkLeaks(t)
+func TestStreamBackpressure(t *testing.T) { forEachConnKind(t, testStreamBackpressure) }
+
+func testStreamBackpressure(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	release := make(chan struct{})
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		<-release
 		var all bytes.Buffer
 		for all.Len() < 100*100 {
@@ -322,11 +328,16 @@ func TestStreamBackpressure(t *testing.T) {
 		f.End(tail(0, session.EndClientFIN, 100))
 		return nil
 	})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // also on the way out of a failure: nothing stays blocked
 	n := <-blocked
-	if n > 11 {
+	// Ten chunks fill the window; the session holds two more (one written,
+	// one waiting for its turn).
+	if n > 12 {
 		t.Fatalf("the input went on to chunk %d with a 1000-byte window of 100-byte chunks", n)
 	}
-	close(release)
+	free()
 	if sum := h.mustFinish(t); sum.Succeeded != 1 || sum.BytesSent != 100*100 {
 		t.Fatalf("summary %+v", sum)
 	}
@@ -335,10 +346,11 @@ func TestStreamBackpressure(t *testing.T) {
 // --max-sessions full of long sessions that wait for more input: the input
 // must not wait for a session that cannot start (that never ends); past the
 // budget it is shed and counted, and the long sessions finish.
-func TestStreamShedNoDeadlock(t *testing.T) {
-	checkLeaks(t)
+func TestStreamShedNoDeadlock(t *testing.T) { forEachConnKind(t, testStreamShedNoDeadlock) }
+
+func testStreamShedNoDeadlock(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		for {
 			b := make([]byte, 512)
 			n, err := c.Read(b)
@@ -378,13 +390,25 @@ func TestStreamShedNoDeadlock(t *testing.T) {
 
 // Live input never waits: bytes past a session's window are dropped,
 // counted, and the session is marked and ends where they begin.
-func TestStreamLiveDrops(t *testing.T) {
-	checkLeaks(t)
+func TestStreamLiveDrops(t *testing.T) { forEachConnKind(t, testStreamLiveDrops) }
+
+func testStreamLiveDrops(t *testing.T, k connKind) {
 	clock := newFakeClock()
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
-		// No answer: each chunk waits out its turn while the capture goes
-		// on.
-		io.Copy(io.Discard, c)
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
+		// Each chunk waits for a one-byte answer to the one before; the
+		// answers wait until the capture has gone on past the window.
+		<-release
+		for {
+			b := make([]byte, 100)
+			if _, err := io.ReadFull(c, b); err != nil {
+				return
+			}
+			c.Write([]byte("k"))
+		}
 	})
 	obs := newRecObserver()
 	cfg := testConfig(t, clock, d, obs)
@@ -405,18 +429,14 @@ func TestStreamLiveDrops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("live input waited for the replay")
 	}
-	// The chunks that fit the window each wait out a turn.
-	for i := 1; i < 5; i++ {
-		clock.waitTimer(t, clock.Now().Add(tTurn))
-		clock.Advance(tTurn)
-	}
-	clock.waitTimer(t, clock.Now().Add(tTurn)) // the close waits for its answer too
-	clock.Advance(tTurn)
+	free()
 	sum := h.mustFinish(t)
-	if sum.ChunksSent != 5 {
-		t.Errorf("%d chunks sent, want the 5 that fit the window", sum.ChunksSent)
+	// Five chunks fit the window; the session may have held two more
+	// (one written, one waiting for its turn) when the capture went on.
+	if sum.ChunksSent < 5 || sum.ChunksSent > 7 || sum.ChunksSent+sum.DroppedBytes/100 != 20 {
+		t.Errorf("%d chunks sent, %d bytes dropped: want 5 to 7 sent and the rest of the 20 dropped", sum.ChunksSent, sum.DroppedBytes)
 	}
-	if sum.DroppedSessions != 1 || sum.DroppedBytes < 1400 {
+	if sum.DroppedSessions != 1 {
 		t.Fatalf("summary %+v: want one session with dropped bytes", sum)
 	}
 	if res := obs.result(t, 0); res.Dropped != sum.DroppedBytes {
@@ -427,11 +447,12 @@ func TestStreamLiveDrops(t *testing.T) {
 // StopAdmitting (the first Ctrl-C of a live copy) cancels the input, which
 // ends the sessions still open in the capture; the one in flight finishes
 // with what it has, and the one waiting for a slot never starts.
-func TestStreamStopAdmitting(t *testing.T) {
-	checkLeaks(t)
+func TestStreamStopAdmitting(t *testing.T) { forEachConnKind(t, testStreamStopAdmitting) }
+
+func testStreamStopAdmitting(t *testing.T, k connKind) {
 	clock := newFakeClock()
 	got := make(chan string, 4)
-	d := newMemDialer(t, clock, func(c *memConn, rec dialRec) {
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
 		got <- readN(t, c, 4)
 		c.Write([]byte("ok"))
 		readEOF(t, c)

@@ -321,6 +321,9 @@ func (s *liveSource) ReadFrame() (Frame, error) {
 		err = s.errno
 	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !s.closed.Load() {
+			return Frame{}, err // SetReadDeadline passed: not an end
+		}
 		if s.closed.Load() {
 			s.err = io.EOF
 			return Frame{}, s.err
@@ -336,6 +339,12 @@ func (s *liveSource) ReadFrame() (Frame, error) {
 	s.frames++
 	return s.frame(), nil
 }
+
+// SetReadDeadline makes a ReadFrame waiting at t return an error wrapping
+// os.ErrDeadlineExceeded; the capture goes on (the zero time: no deadline).
+// It lets the reading goroutine move capture time on while the wire is
+// quiet without a second goroutine (and its hand-off) per frame.
+func (s *liveSource) SetReadDeadline(t time.Time) error { return s.f.SetReadDeadline(t) }
 
 // frame turns the last recvmsg's result into a Frame: it applies the
 // auxiliary data and timestamp and builds the link header where needed.

@@ -3,6 +3,7 @@ package capture
 import (
 	"errors"
 	"io"
+	"os"
 	"sort"
 	"time"
 
@@ -82,6 +83,9 @@ func (r *Reader) Next() (*Packet, error) {
 	for {
 		f, err := r.src.ReadFrame()
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, err // a quiet wire: the capture goes on
+			}
 			r.dec.Flush()
 			if err == io.EOF {
 				r.err = io.EOF
@@ -120,6 +124,22 @@ func (r *Reader) Next() (*Packet, error) {
 		}
 	}
 }
+
+// SetReadDeadline makes Next return an error wrapping
+// os.ErrDeadlineExceeded, without ending the capture, when no segment has
+// come by t (the zero time: no deadline), so that the caller can move
+// capture time on while a live wire is quiet. Only a live source has
+// deadlines; for others it returns ErrNoDeadline.
+func (r *Reader) SetReadDeadline(t time.Time) error {
+	d, ok := r.src.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		return ErrNoDeadline
+	}
+	return d.SetReadDeadline(t)
+}
+
+// ErrNoDeadline: the source cannot time out a read.
+var ErrNoDeadline = errors.New("capture source has no read deadline")
 
 func (r *Reader) count(f *Frame) {
 	s := &r.stats
