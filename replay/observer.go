@@ -28,9 +28,10 @@ type Observer interface {
 type SessionObserver interface {
 	// Captured is called with the captured server bytes at server stream
 	// offset off, in stream order (holes skipped), as the capture delivers
-	// them: before, while or after the target answers. data is only valid
-	// during the call. At most the session builder's ServerDataLimit bytes
-	// arrive this way.
+	// them: before, while or after the target answers. data is the
+	// replay's own copy and is never modified: the observer may keep it
+	// (without copying) until Done returns. At most the session builder's
+	// ServerDataLimit bytes arrive this way.
 	Captured(off int64, data []byte)
 	// Received is called with each piece the target sent, in stream order.
 	// p is only valid during the call (the buffer is reused). Received runs

@@ -18,7 +18,8 @@ type pollAdapter struct {
 	done  chan struct{} // closed when the reader goroutine has ended
 
 	mu    sync.Mutex
-	q     []byte // bytes read and not yet taken
+	q     []byte // q[head:] are bytes read and not yet taken
+	head  int
 	err   error  // the read side's end (io.EOF for the peer's FIN)
 	room  *sync.Cond
 	close bool
@@ -51,11 +52,14 @@ func (a *pollAdapter) read() {
 	for {
 		n, err := a.Conn.Read(buf)
 		a.mu.Lock()
+		if a.head == len(a.q) {
+			a.q, a.head = a.q[:0], 0
+		}
 		a.q = append(a.q, buf[:n]...)
 		if err != nil {
 			a.err = err
 		}
-		for err == nil && len(a.q) >= pollQueueLimit && !a.close {
+		for err == nil && len(a.q)-a.head >= pollQueueLimit && !a.close {
 			a.room.Wait()
 		}
 		stop := err != nil || a.close
@@ -73,17 +77,27 @@ func (a *pollAdapter) read() {
 func (a *pollAdapter) ReadNow(b []byte) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.q) == 0 {
+	if a.head == len(a.q) {
 		if a.err != nil {
 			return 0, a.err
 		}
 		return 0, nil
 	}
-	n := copy(b, a.q)
-	rest := copy(a.q, a.q[n:])
-	a.q = a.q[:rest]
-	if len(a.q) == 0 && cap(a.q) > 2*pollQueueLimit {
-		a.q = nil
+	n := copy(b, a.q[a.head:])
+	a.head += n
+	if a.head == len(a.q) {
+		// Taken whole: start again at the front (no copying of what
+		// is left, as shifting the queue on every read would).
+		a.q, a.head = a.q[:0], 0
+		if cap(a.q) > 2*pollQueueLimit {
+			a.q = nil
+		}
+	} else if a.head >= pollQueueLimit {
+		// Taken in part for a while: move the rest down once the taken
+		// part is as large as the bound (amortized: each byte moves at
+		// most once per bound's worth of reads).
+		m := copy(a.q, a.q[a.head:])
+		a.q, a.head = a.q[:m], 0
 	}
 	a.room.Signal()
 	return n, nil
