@@ -2,11 +2,20 @@
 GO        ?= go
 BIN       := bin/tcopy-tun
 PKGS      := ./...
-# Privileged tests (TUN, network namespaces) skip with a hint when the
-# capability is missing; TCOPY_TUN_PRIVILEGED_TESTS=1 turns that skip into a
-# failure (CI sets it, see .ci/run).
-TESTFLAGS ?= -race -count=1 -timeout 20m
-STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
+# Privileged tests (TUN, network namespaces, real servers) skip with a hint
+# when the capability or a program is missing; TCOPY_TUN_PRIVILEGED_TESTS=1
+# turns that skip into a failure (`make check` sets it when run as root).
+# The race detector needs cgo, so a C compiler and the C headers (gcc and
+# libc6-dev, which make deps installs); without them (go env CGO_ENABLED is 0)
+# the tests run without -race, and make test says so.
+RACE = $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
+TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
+# The Debian packages the test suite uses (`make deps` installs the missing
+# ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
+# servers and clients of the end-to-end suite, and a C compiler for -race.
+DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl \
+        redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
+        gcc libc6-dev
 
 .DEFAULT_GOAL := help
 
@@ -25,19 +34,23 @@ run: build ## the built-in default: replay the bundled capture against a bundled
 .PHONY: test
 test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN when root), then every benchmark once
 	$(GO) vet $(PKGS)
+	@[ -n "$(RACE)" ] || echo "test: no C compiler (go env CGO_ENABLED=0): testing without the race detector; install gcc and libc6-dev (make deps, as root)"
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 # make bench: the harness (cmd/tcopy-tun-bench, root). BENCH selects workloads
-# (short, short-nocausal, keepalive, pipelined, bulk, timing, million; comma-separated,
-# default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS passes more flags
-# (-runs 3, -profile, -args "--mtu 1500"; see bin/tcopy-tun-bench -h).
+# (short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million;
+# comma-separated, default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS passes
+# more flags (-runs 3, -profile, -args "--mtu 1500"; see bin/tcopy-tun-bench -h).
+# upload is one connection that POSTs 384 MiB (32 MiB quick) and gets a short
+# answer: throughput, the replayer's peak RSS on each path, and whether the
+# target received every byte (BENCH=upload).
 BENCH       ?=
 BENCH_QUICK ?=
 BENCH_FLAGS ?=
 BENCH_JSON  ?= out/bench.json
 .PHONY: bench
-bench: build ## replay each workload through the TUN + netstack and through kernel sockets in a private netns; table + out/bench.json (root; BENCH=short,bulk BENCH_QUICK=1)
+bench: build ## replay each workload through the TUN + netstack and through kernel sockets in a private netns; table (rates, peak RSS, bytes delivered) + out/bench.json (root; BENCH=short,upload BENCH_QUICK=1)
 	$(GO) build -o bin/tcopy-tun-bench ./cmd/tcopy-tun-bench
 	bin/tcopy-tun-bench -tcopy-tun $(BIN) -workloads '$(BENCH)' -json '$(BENCH_JSON)' $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
 
@@ -55,13 +68,47 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s each)
 	done
 
 .PHONY: lint
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go vet, staticcheck (a tool pinned in go.mod), go.mod/go.sum tidy
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(STATICCHECK) $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
 
+# make deps installs the missing DEBS with apt-get (root, Debian/Ubuntu). A
+# policy-rc.d that forbids starting services is in place during the install
+# (the tests start their own servers inside their network namespaces); it is
+# removed afterwards if deps created it. Without root, or without apt-get, it
+# names what it cannot install and succeeds: the tests that need it skip.
+.PHONY: deps
+deps: ## install the Debian packages the tests need, only those missing, starting no service (root)
+	@missing=; \
+	for p in $(DEBS); do \
+	  case "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" in ?i*) ;; *) missing="$$missing $$p";; esac; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: the test packages are installed"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "deps: no apt-get here, cannot install the Debian packages$$missing: install what provides them"; exit 0; \
+	fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "deps: not root, cannot install$$missing"; \
+	  echo "deps: the tests that need them skip; as root, 'make deps' (or 'make check') installs them"; exit 0; \
+	fi; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	  trap 'rm -f /usr/sbin/policy-rc.d' EXIT; trap 'exit 130' INT TERM HUP; \
+	  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	fi; \
+	echo "deps: apt-get install$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+# As root, make check enforces the privileged tests: a missing capability,
+# server or tool fails them instead of skipping (set
+# TCOPY_TUN_PRIVILEGED_TESTS=0 to allow skipping).
+ifeq ($(shell id -u),0)
+check: export TCOPY_TUN_PRIVILEGED_TESTS ?= 1
+endif
 .PHONY: check
-check: lint test ## lint and test: what CI runs
+check: deps lint test ## install the test packages (root), lint and test with privileged tests enforced as root: what CI runs
 
 .PHONY: clean
 clean: ## remove build output

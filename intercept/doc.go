@@ -13,14 +13,25 @@
 //     arrive in any interleaving, and are compared byte by byte as both
 //     arrive. Whichever stream is ahead is kept only until the other catches
 //     up (at most Options.RecordLimit bytes of lead), so a session's captured
-//     stream is never held whole. At Done the session is classified (Match)
-//     with the capture's Tail: identical, volatile (differs only in volatile
-//     HTTP header values such as Date), same-length, different, missing,
-//     not-comparable (the capture has holes, was cut or had not ended, or
-//     the lead outgrew the limit), not-replayed (never connected). For the
-//     volatile check both answers are kept while the captured one is an HTTP
-//     response no longer than RecordLimit (the target's only from where it
-//     departs from the captured one), then both sides are normalised.
+//     stream is never held whole. The target's bytes are copied when kept
+//     (Received's buffer is reused); the captured ones are not: the captured
+//     side keeps references to the slices Captured handed over (the
+//     replay's own copies, which the observer may keep until Done), so an
+//     answer that agrees byte for byte costs no copy. A reference pins its
+//     whole segment: the captured side references at most RecordLimit bytes
+//     and pins at most those plus the unkept rest of the segments at its two
+//     ends (less than two segments more). Segments shorter than 64 bytes are
+//     the exception: a reference would cost more than they do, so they are
+//     copied, consecutive ones into one shared chunk. At Done the session is
+//     classified (Match) with the capture's Tail: identical, volatile
+//     (differs only in volatile HTTP header values such as Date),
+//     same-length, different, missing, not-comparable (the capture has
+//     holes, was cut or had not ended, or the lead outgrew the limit),
+//     not-replayed (never connected). For the volatile check both answers
+//     are kept while the captured one is an HTTP response no longer than
+//     RecordLimit (the captured one by reference, the target's only from
+//     where it departs from the captured one); only at Done, and only when
+//     the answers differ, are they made contiguous and normalised.
 //   - Report (Recorder.Report) holds the replay's Summary, Totals and one
 //     small row per session (Options.MaxRows bounds them); WriteJSON writes
 //     the versioned JSON ({"version": 1, ...}); fields are only ever added.
@@ -31,6 +42,6 @@
 // Received and Done are called by one goroutine, one after the other
 // (replay.SessionObserver's contract), so per-session state needs no lock;
 // Done takes the Recorder's lock once to add the row. After Done nothing of
-// the captured session is kept: memory follows the sessions in flight (each
-// bounded by RecordLimit) plus the rows.
+// the captured session is kept, not even a reference: memory follows the
+// sessions in flight (each bounded by RecordLimit) plus the rows.
 package intercept

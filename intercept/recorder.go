@@ -40,14 +40,21 @@ type Options struct {
 	//     uncompared: the session is then NotComparable (CapturedMatch
 	//     true) unless a difference was found in what was compared, which
 	//     decides SameLength or Different as usual. A longer lead never
-	//     costs more memory.
+	//     costs more memory. The target's lead is a copy; the captured
+	//     lead is references to the segments Captured was given (not
+	//     copied), at most RecordLimit bytes of them, which pin at most
+	//     the rest of the segments at its two ends besides.
 	//   - For the Volatile class both answers are kept whole while the
 	//     captured one starts with "HTTP/1." (and StrictHTTP is off), as
-	//     long as neither is longer than RecordLimit. While the answers
-	//     agree the target's is not copied (it is the captured prefix).
+	//     long as neither is longer than RecordLimit. The captured one is
+	//     kept by reference, and while the answers agree the target's is
+	//     not copied either (it is the captured prefix). Only at Done, when
+	//     the answers differ, are they copied into one slice each and
+	//     normalised (transient copies of at most about RecordLimit each).
 	//
-	// So a session holds at most about two RecordLimit of data, whatever
-	// its length.
+	// So a session holds at most about RecordLimit bytes of copies of the
+	// answer and references to RecordLimit captured bytes (pinning less
+	// than two segments more), whatever its length.
 	RecordLimit int
 	// MaxRows bounds the per-session rows kept for the report (about 250
 	// bytes each): 0 keeps all, a negative value none. Totals always count
@@ -231,9 +238,13 @@ func (o *sessionObs) volatile(capBytes int64) bool {
 	if !c.recording || !c.http || c.end[repSide] > capBytes+recordSlack {
 		return false
 	}
-	capd, okC := c.capturedWhole()
-	ans, okA := c.answer()
-	if !okC || !okA {
+	// Only now, at Done, are the captured references made one slice.
+	capd, ok := c.capturedWhole()
+	if !ok {
+		return false
+	}
+	ans, ok := c.answer(capd)
+	if !ok {
 		return false
 	}
 	a, okA := normalizeHTTP(ans, o.r.volatile)

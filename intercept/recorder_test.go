@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,10 +75,14 @@ type feeding struct {
 // play feeds one session through a Recorder as the engine would: Begin with
 // the session's Head, its captured server segments and the answer in pieces
 // interleaved as f says, then Done with f.res completed (Tail, Chunks, bytes
-// received). Each piece is passed in a buffer that is overwritten after the
-// call, as the engine's buffers are reused. After every call the session's
-// stores must be within their bound, and after Done empty. play may run on
-// any goroutine (it reports with t.Errorf only).
+// received). Each captured piece is passed in a slice of its own that is
+// never modified (the replay's copy, which the observer may keep until
+// Done); each piece of the answer in a buffer that is overwritten after the
+// call, as the engine's receive buffer is reused. After every call the
+// session's two sides must be within their bound, and the captured side
+// must hold references to the captured pieces, not copies (see checkCaps);
+// after Done nothing may be held, and no captured piece may have been
+// modified. play may run on any goroutine (it reports with t.Errorf only).
 func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
 	t.Helper()
 	info := &replay.SessionInfo{Head: s.Head(), Client: netip.MustParseAddrPort("198.18.3.4:20000"),
@@ -86,18 +92,15 @@ func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
 	if step <= 0 {
 		step = 1 << 30
 	}
-	type piece struct {
-		off  int64
-		data []byte
-	}
-	var capd []piece
+	var capd []capPiece
 	s.ServerSegments(func(off int64, data []byte) {
 		for len(data) > 0 {
 			n := min(step, len(data))
-			capd = append(capd, piece{off, data[:n]})
+			capd = append(capd, capPiece{off, append([]byte(nil), data[:n]...)})
 			off, data = off+int64(n), data[n:]
 		}
 	})
+	given := capd[:len(capd):len(capd)] // the pieces as passed, to check against
 	var ans [][]byte
 	for b := []byte(f.answer); len(b) > 0; b = b[min(step, len(b)):] {
 		ans = append(ans, b[:min(step, len(b))])
@@ -111,12 +114,10 @@ func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
 	}
 	check := func(what string) {
 		t.Helper()
-		for i := range o.cmp.st {
-			st := &o.cmp.st[i]
-			if st.held() > o.cmp.bound || cap(st.buf) > 3*o.cmp.bound {
-				t.Errorf("after %s: store %d holds %d bytes (cap %d), bound %d", what, i, st.held(), cap(st.buf), o.cmp.bound)
-			}
+		if st := &o.cmp.rep; st.held() > o.cmp.bound || cap(st.buf) > 3*o.cmp.bound {
+			t.Errorf("after %s: the answer's store holds %d bytes (cap %d), bound %d", what, st.held(), cap(st.buf), o.cmp.bound)
 		}
+		checkCaps(t, what, &o.cmp, given[:len(given)-len(capd)])
 		for i := range buf {
 			buf[i] = '#' // the caller reuses its buffer
 		}
@@ -124,7 +125,7 @@ func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
 	sendCap := func() {
 		p := capd[0]
 		capd = capd[1:]
-		o.Captured(p.off, scratch(p.data))
+		o.Captured(p.off, p.data)
 		check("Captured")
 	}
 	sendAns := func() {
@@ -164,10 +165,111 @@ func play(t testing.TB, r *Recorder, s *session.Session, f feeding) {
 	}
 	res.BytesReceived = int64(len(f.answer))
 	o.Done(&res)
-	for i, st := range o.cmp.st {
-		if st.buf != nil || st.runs != nil {
-			t.Errorf("store %d kept after Done: %d bytes", i, cap(st.buf))
+	if st := o.cmp.rep; st.buf != nil || st.runs != nil {
+		t.Errorf("the answer's store kept after Done: %d bytes", cap(st.buf))
+	}
+	if cs := o.cmp.caps; cs.s != nil || cs.n != 0 {
+		t.Errorf("captured references kept after Done: %d runs, %d bytes", len(cs.s), cs.n)
+	}
+	s.ServerSegments(func(off int64, data []byte) {
+		for len(data) > 0 {
+			n := min(step, len(data))
+			if p := given[0]; p.off != off || !bytes.Equal(p.data, data[:n]) {
+				t.Errorf("the captured piece at %d was modified: %q, passed %q", off, p.data, data[:n])
+			}
+			given = given[1:]
+			off, data = off+int64(n), data[n:]
 		}
+	})
+}
+
+// capPiece is a piece of the captured server stream as passed to Captured.
+type capPiece struct {
+	off  int64
+	data []byte
+}
+
+// checkCaps checks the captured side of c after the pieces given were
+// passed to Captured: the runs it keeps are in stream order and hold at
+// most c.bound bytes; a run of a piece of at least smallSeg bytes is that
+// piece's own memory (a reference, not a copy), and a run of small pieces
+// a chunk of its own with their bytes; and the pieces referenced pin at
+// most the bytes kept plus the parts of the two at its ends that are not.
+func checkCaps(t testing.TB, what string, c *comparer, given []capPiece) {
+	t.Helper()
+	cs := &c.caps
+	if cs.n > c.bound || len(cs.live()) > c.bound || cap(cs.s) > 3*c.bound+firstSegs {
+		t.Errorf("after %s: the captured side keeps %d bytes in %d runs (cap %d), bound %d",
+			what, cs.n, len(cs.live()), cap(cs.s), c.bound)
+	}
+	// The piece holding stream offset off.
+	piece := func(off int64) (capPiece, bool) {
+		i := sort.Search(len(given), func(i int) bool { return given[i].off+int64(len(given[i].data)) > off })
+		if i == len(given) || given[i].off > off {
+			return capPiece{}, false
+		}
+		return given[i], true
+	}
+	// A dropped reference must not pin its piece.
+	for i, r := range append(cs.s[:cs.head:cs.head], cs.s[len(cs.s):cap(cs.s)]...) {
+		if r.data != nil {
+			t.Errorf("after %s: a dropped captured run (%d) still refers to %d bytes", what, i, cap(r.data))
+		}
+	}
+	n, end, maxPiece := 0, int64(-1), 0
+	pinned := map[*byte]int{}
+	for _, p := range given {
+		maxPiece = max(maxPiece, len(p.data))
+	}
+	for _, r := range cs.live() {
+		n += len(r.data)
+		if len(r.data) == 0 || r.off < end {
+			t.Errorf("after %s: captured run of %d bytes at %d, after %d", what, len(r.data), r.off, end)
+			return
+		}
+		end = r.off + int64(len(r.data))
+		p, ok := piece(r.off)
+		if !ok {
+			t.Errorf("after %s: captured run at %d: nothing was passed there", what, r.off)
+			return
+		}
+		if !r.own {
+			if len(p.data) < smallSeg || r.off+int64(len(r.data)) > p.off+int64(len(p.data)) ||
+				&r.data[0] != &p.data[r.off-p.off] {
+				t.Errorf("after %s: captured run at %d (%d bytes) is not a reference into the piece passed at %d (%d bytes)",
+					what, r.off, len(r.data), p.off, len(p.data))
+			}
+			pinned[&p.data[0]] = len(p.data)
+			continue
+		}
+		if cap(r.data) > 2*smallChunk {
+			t.Errorf("after %s: owned chunk at %d of cap %d", what, r.off, cap(r.data))
+		}
+		for o := r.off; o < end; {
+			p, ok := piece(o)
+			if !ok || len(p.data) >= smallSeg {
+				t.Errorf("after %s: captured bytes at %d copied (piece of %d bytes)", what, o, len(p.data))
+				break
+			}
+			k := min(end, p.off+int64(len(p.data)))
+			if !bytes.Equal(r.data[o-r.off:k-r.off], p.data[o-p.off:k-p.off]) {
+				t.Errorf("after %s: owned bytes at %d differ from those passed", what, o)
+			}
+			if &r.data[o-r.off] == &p.data[o-p.off] {
+				t.Errorf("after %s: owned chunk at %d is the piece passed", what, o)
+			}
+			o = k
+		}
+	}
+	if n != cs.n {
+		t.Errorf("after %s: the captured side counts %d bytes, its runs hold %d", what, cs.n, n)
+	}
+	sum := 0
+	for _, l := range pinned {
+		sum += l
+	}
+	if sum > n+2*maxPiece {
+		t.Errorf("after %s: the captured runs pin %d bytes of pieces for %d kept (largest piece %d)", what, sum, n, maxPiece)
 	}
 }
 
@@ -280,7 +382,7 @@ func TestMatchClasses(t *testing.T) {
 			res: replay.Result{Outcome: replay.OK, Dialed: true, End: session.EndClientFIN, Dropped: 100}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rows := playAll(t, tc.opts, tc.s, feeding{answer: tc.answer, res: tc.res, cut: tc.cut}, 1, 7, 1<<20)
+			rows := playAll(t, tc.opts, tc.s, feeding{answer: tc.answer, res: tc.res, cut: tc.cut}, 1, 7, 64, 1<<20)
 			for name, row := range rows {
 				if row.Match != tc.want.String() || row.FirstDiff != tc.firstDiff {
 					t.Errorf("%s: match %s first diff %d, want %s %d", name, row.Match, row.FirstDiff, tc.want, tc.firstDiff)
@@ -310,9 +412,13 @@ func TestSnippets(t *testing.T) {
 			strings.Repeat("a", 32), strings.Repeat("b", 32)},
 		{"answer shorter", "0123456789abcdefghij", "0123456789", 10, "abcdefghij", ""},
 		{"answer longer", "0123456789", "0123456789abcdefghij", 10, "", ""},
+		// With pieces of 64 bytes (kept by reference) the excerpts span
+		// two pieces.
+		{"across pieces", strings.Repeat("0123456789", 20), strings.Repeat("0123456789", 6) + "X" + strings.Repeat("0123456789", 14)[1:], 60,
+			strings.Repeat("0123456789", 4)[:32], "X1234567890123456789012345678901"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rows := playAll(t, Options{}, capSession(0, tc.captured, 0), feeding{answer: tc.answer}, 1, 3, 1<<20)
+			rows := playAll(t, Options{}, capSession(0, tc.captured, 0), feeding{answer: tc.answer}, 1, 3, 64, 1<<20)
 			for name, row := range rows {
 				if row.FirstDiff != tc.firstDiff || row.DiffCaptured != tc.diffCaptured || row.DiffReplayed != tc.diffReplayed {
 					t.Errorf("%s: first diff %d, snippets %q / %q; want %d, %q / %q", name, row.FirstDiff,
@@ -552,5 +658,118 @@ func TestRowID(t *testing.T) {
 	if len(rows) != 2 || rows[0].ID != 3 || rows[0].Match != "identical" || rows[1].ID != 7 || rows[1].Match != "not-comparable" ||
 		rows[1].CapturedServerBytes != 2 || rows[1].EndCaptured != "capture-end" {
 		t.Errorf("rows %+v", rows)
+	}
+}
+
+// TestCapturedNotCopied: the captured side keeps the slices Captured was
+// given, not copies. A keep-alive session's whole captured stream arriving
+// before the answer (the session builder reading ahead at --speed max) is
+// referenced run by run, and a session whose answer agrees byte for byte
+// allocates a few bookkeeping objects, nothing in proportion to its bytes.
+func TestCapturedNotCopied(t *testing.T) {
+	const answers = 50
+	capd, stream := keepAlive(answers, "Mon, 02 Mar 2026 10:00:00 GMT")
+	s := &session.Session{Server: capSession(0, "", 0).Server, Start: t0, End: session.EndClientFIN,
+		ServerData: stream, ServerBytes: int64(len(stream))}
+	info := &replay.SessionInfo{Head: s.Head()}
+	tail := s.Tail()
+	r := New(Options{MaxRows: -1})
+	buf := make([]byte, 32<<10)
+	playOne := func(check bool) {
+		o := r.Begin(info).(*sessionObs)
+		var off int64
+		for _, p := range capd {
+			o.Captured(off, p)
+			off += int64(len(p))
+		}
+		if check {
+			live := o.cmp.caps.live()
+			if len(live) != len(capd) || o.cmp.caps.held() != len(stream) {
+				t.Fatalf("captured side keeps %d runs, %d bytes; want %d, %d", len(live), o.cmp.caps.held(), len(capd), len(stream))
+			}
+			for i, run := range live {
+				if run.own || len(run.data) != len(capd[i]) || &run.data[0] != &capd[i][0] {
+					t.Fatalf("captured run %d (%d bytes) is not the slice passed (%d bytes)", i, len(run.data), len(capd[i]))
+				}
+			}
+		}
+		for a := stream; len(a) > 0; {
+			n := copy(buf, a)
+			o.Received(buf[:n])
+			a = a[n:]
+		}
+		o.Done(&replay.Result{Dialed: true, End: session.EndClientFIN, Tail: tail, Chunks: answers,
+			BytesReceived: int64(len(stream))})
+	}
+	playOne(true)
+	if m := r.Report(nil).Totals.Match; m.Identical != 1 {
+		t.Fatalf("match %+v", m)
+	}
+
+	// Begin's observer and the list of references (growing to 64) are all
+	// a session allocates.
+	if n := testing.AllocsPerRun(20, func() { playOne(false) }); n > 6 {
+		t.Errorf("%v allocations per session", n)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	const runs = 20
+	for range runs {
+		playOne(false)
+	}
+	runtime.ReadMemStats(&m1)
+	if per := (m1.TotalAlloc - m0.TotalAlloc) / runs; per > uint64(len(stream))/8 {
+		t.Errorf("%d bytes allocated per session of %d captured bytes", per, len(stream))
+	}
+}
+
+// TestSegs: the captured side's list of references on its own: excerpts
+// and contiguous bytes across runs and gaps, small segments sharing a
+// chunk, trimming from both ends, and a long list given back once emptied.
+func TestSegs(t *testing.T) {
+	var s segs
+	a, b := []byte(strings.Repeat("a", 100)), []byte(strings.Repeat("b", 100))
+	s.add(0, a, false)
+	s.add(100, b, false)
+	s.add(250, []byte("xy"), true) // after a gap
+	s.add(252, []byte("z"), true)  // into the same chunk
+	if l := s.live(); len(l) != 3 || &l[0].data[0] != &a[0] || &l[1].data[0] != &b[0] || string(l[2].data) != "xyz" || !l[2].own || s.held() != 203 {
+		t.Fatalf("runs %+v, %d bytes", l, s.held())
+	}
+	if got := string(s.at(90, 20)); got != strings.Repeat("a", 10)+strings.Repeat("b", 10) {
+		t.Errorf("at(90, 20) = %q", got)
+	}
+	if got := string(s.at(195, 20)); got != "bbbbb" {
+		t.Errorf("at(195, 20) = %q (stops at the gap)", got)
+	}
+	if got := s.at(220, 5); got != nil {
+		t.Errorf("at(220) = %q, in the gap", got)
+	}
+	if got, ok := s.contiguous(50, 150); !ok || string(got) != strings.Repeat("a", 50)+strings.Repeat("b", 50) {
+		t.Errorf("contiguous(50, 150) = %q %v", got, ok)
+	}
+	if got, ok := s.contiguous(10, 20); !ok || &got[0] != &a[10] {
+		t.Errorf("contiguous(10, 20) is not the run itself")
+	}
+	if _, ok := s.contiguous(0, 252); ok {
+		t.Errorf("contiguous across the gap")
+	}
+	s.keep(150, 251)
+	if l := s.live(); len(l) != 2 || l[0].off != 150 || len(l[0].data) != 50 || string(l[1].data) != "x" || s.held() != 51 {
+		t.Errorf("after keep: %+v, %d bytes", l, s.held())
+	}
+	if s.s[0].data != nil {
+		t.Errorf("the dropped run still refers to its segment")
+	}
+	s.keep(noEnd, noEnd)
+	if s.held() != 0 || s.s == nil {
+		t.Errorf("emptied short list: %d bytes, list %v", s.held(), s.s)
+	}
+	for i := range 2 * releaseSegs {
+		s.add(int64(i)*100, a, false)
+	}
+	s.keep(noEnd, noEnd)
+	if s.s != nil || s.head != 0 || s.n != 0 {
+		t.Errorf("an emptied long list is kept: cap %d", cap(s.s))
 	}
 }

@@ -265,13 +265,6 @@ func newMemDialerKind(t testing.TB, k connKind, clock *fakeClock, serve func(c *
 	return d
 }
 
-// newMemDialer is newMemDialerKind with goroutineConns. A test of the
-// engine should rather run under forEachConnKind and pass its kind to
-// newMemDialerKind, to cover both read paths.
-func newMemDialer(t testing.TB, clock *fakeClock, serve func(c *memConn, d dialRec)) *memDialer {
-	return newMemDialerKind(t, goroutineConns, clock, serve)
-}
-
 func (d *memDialer) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 	d.mu.Lock()
 	rec := dialRec{N: len(d.recs), Src: src, Dst: dst, At: d.clock.Now()}

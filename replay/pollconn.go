@@ -20,7 +20,7 @@ type pollAdapter struct {
 	mu    sync.Mutex
 	q     []byte // q[head:] are bytes read and not yet taken
 	head  int
-	err   error  // the read side's end (io.EOF for the peer's FIN)
+	err   error // the read side's end (io.EOF for the peer's FIN)
 	room  *sync.Cond
 	close bool
 }

@@ -208,7 +208,7 @@ func (mariadbServer) start(t *testing.T, e *realEnv, tag string) realInstance {
 	data := filepath.Join(dir, "data")
 	ctx, cancel := context.WithTimeout(context.Background(), realClientTimeout)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "mariadb-install-db", "--no-defaults", "--datadir="+data,
+	if out, err := exec.CommandContext(ctx, "mariadb-install-db", "--no-defaults", "--skip-name-resolve", "--datadir="+data,
 		"--user=root", "--auth-root-authentication-method=normal", "--skip-test-db",
 		"--innodb-log-file-size=8M").CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, out)

@@ -94,7 +94,7 @@ var (
 // requireReal checks what a TestPrivilegedReal... test needs: the
 // capability (tuntest.Privileged) and the external programs. A missing
 // program skips the test with the package to install, or fails it when
-// TCOPY_TUN_PRIVILEGED_TESTS=1 (CI installs them all: .ci/run), so that a
+// TCOPY_TUN_PRIVILEGED_TESTS=1 (make check installs them all as root: make deps), so that a
 // runner without them cannot pass by skipping.
 func requireReal(t *testing.T, tools ...realTool) {
 	t.Helper()
