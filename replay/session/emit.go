@@ -27,15 +27,21 @@ func (b *Builder) start(c *conn, t time.Time) {
 	}
 	ip := c.client.Addr()
 	host := b.hosts[ip]
-	for _, o := range host {
-		if n := o.h[srv].off; n > 0 && o.feed != nil {
-			h.Peers = append(h.Peers, Peer{ID: o.id, ServerBytes: n})
+	// A client host behind NAT can hold thousands of connections open:
+	// look at most at the maxPeers last ones in its list (mostly the most
+	// recently started), so that a session start costs O(1), not O(open).
+	for i := len(host) - 1; i >= max(len(host)-maxPeers, 0); i-- {
+		if o := host[i]; o.h[srv].off > 0 && o.feed != nil {
+			h.Peers = append(h.Peers, Peer{ID: o.id, ServerBytes: o.h[srv].off})
 		}
 	}
 	c.hostIdx = len(host)
 	b.hosts[ip] = append(host, c)
 	c.feed = b.sink.Begin(h)
 }
+
+// maxPeers bounds Head.Peers (see start).
+const maxPeers = 64
 
 // leaveHost removes an ended session from its client host's open list.
 func (b *Builder) leaveHost(c *conn) {

@@ -32,7 +32,9 @@ type Head struct {
 	// depend on what it has received on them (create the schema on one,
 	// use it from the others). The replay starts this session once each
 	// peer has received as many server bytes (or has ended, or given up
-	// on its turn).
+	// on its turn). At most 64 of the host's open sessions are looked at
+	// (mostly the most recently started), so that a host with thousands
+	// of open connections does not make each start cost as many.
 	Peers []Peer
 }
 
