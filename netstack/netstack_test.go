@@ -582,8 +582,9 @@ func TestWriteBlocksOnFlowControl(t *testing.T) {
 		t.Fatal("accept failed")
 	}
 	defer s.Close()
-	c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-	n, err := c.Write(make([]byte, 64<<20))
+	buf := make([]byte, 64<<20) // before the deadline is armed: zeroing it takes time under -race
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	n, err := c.Write(buf)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write into a full window: n=%d err=%v, want a deadline error", n, err)
 	}
