@@ -204,15 +204,6 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 			src.Close()
 		}
 	}()
-	if f.live != "" {
-		defer func() {
-			if dc, ok := src.(capture.DropCounter); ok {
-				if n, err := dc.Drops(); err == nil && n > 0 {
-					logf(e, "warning: the kernel dropped %d packets of the live capture on %s: those sessions may be incomplete", n, f.live)
-				}
-			}
-		}()
-	}
 
 	dialer, cleanup, err := setupPath(e, f)
 	if err != nil {
@@ -281,6 +272,14 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 	}
 	prog.stop()
 	res.summary = runner.Summary()
+	if dc, ok := src.(capture.DropCounter); ok {
+		// Read after the capture stopped: the count is final.
+		if n, err := dc.Drops(); err == nil && n > 0 {
+			res.summary.CaptureDrops = int64(n)
+			logf(e, "warning: the kernel dropped %d packets of the live capture on %s (--live-buffer %s was full): the sessions they hurt are marked capture-incomplete or carry holes in the report",
+				n, f.live, byteSizeFlag(f.liveBuf))
+		}
+	}
 	rep.finish(res)
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
@@ -528,7 +527,7 @@ func openSource(f *replayFlags, sel selection) (capture.Source, error) {
 	if f.live == "" {
 		return capture.Open(f.pcap)
 	}
-	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
+	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports(), BufferSize: f.liveBuf})
 }
 
 // sessionConfig is the session builder's configuration from the flags; the
@@ -653,4 +652,18 @@ func debugf(e env, format string, args ...any) {
 	if os.Getenv("TCOPY_TUN_DEBUG") != "" {
 		logf(e, format, args...)
 	}
+}
+
+// byteSizeFlag shows a --live-buffer value (0: the default).
+func byteSizeFlag(n int) string {
+	if n == 0 {
+		n = capture.DefaultLiveBuffer
+	}
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprint(n)
 }
