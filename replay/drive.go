@@ -572,6 +572,22 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		at = sr.start.Add(cfg.scale(t.Duration))
 		lost = t.ClientBytes > sr.sentEnd
 	}
+	if lost && sr.res.BytesSent == 0 {
+		// The capture lost every client byte: the target was sent nothing
+		// and has nothing to answer, and the session changed nothing that
+		// later sessions could wait for. Close now (at its time).
+		sr.res.Deviations.LostTurns++
+		sr.lossy = true
+		if cfg.paced() {
+			if d := at.Sub(sr.clock.Now()); d > 0 {
+				if err := sr.sleep(d); err != nil {
+					return err
+				}
+			}
+		}
+		sr.res.End = session.EndClientFIN
+		return nil
+	}
 	_, err := sr.waitTurn(at, turnStart, need, prev, lost)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()
