@@ -222,7 +222,9 @@ func (b *Builder) end(c *conn) {
 	// server's first segment acknowledged client bytes, or (without its
 	// acknowledgment) a hole precedes the first chunk or the client's
 	// bytes were all lost.
-	spokeFirst := (c.chunks > 0 && c.firstSBB > 0) || (c.chunks == 0 && t.ServerBytes > 0)
+	// No server byte captured at all (its stream is holes): nothing shows
+	// that it spoke first.
+	spokeFirst := c.srvSpoke && ((c.chunks > 0 && c.firstSBB > 0) || (c.chunks == 0 && t.ServerBytes > 0))
 	if c.srvAckKnown {
 		spokeFirst = spokeFirst && !c.srvAnswered
 	} else {

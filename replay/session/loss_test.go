@@ -59,6 +59,19 @@ func TestCaptureLoss(t *testing.T) {
 			end: EndServerFIN, cb: 91, closed: true,
 		},
 		{
+			// Everything but the handshake and the client's FIN lost: the
+			// FIN's sequence number still says 91 bytes were sent, so the
+			// replay knows there was a request it cannot send. (Whether
+			// the acknowledged 236th server byte was a FIN cannot be told:
+			// it is counted as a byte.)
+			name: "request, answer and server FIN lost",
+			steps: cat(handshake(0), []step{
+				{ms: 3, dir: 'c', fl: "FA", seq: 92, ack: 237},
+			}),
+			end: EndClientFIN, flags: Holes, cb: 91,
+			holes: []Hole{{Server: false, Offset: 0, Len: 91}, {Server: true, Offset: 0, Len: 236}},
+		},
+		{
 			name: "handshake lost: partial from the first client byte",
 			steps: []step{
 				{ms: 1, dir: 'c', fl: "PA", seq: 1, ack: 1, data: req},

@@ -298,6 +298,12 @@ func (b *Builder) flush(c *conn) {
 			b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
 			b.drain(c, d)
 		}
+		if h.fin && seqGT(h.finSeq, h.next) && (!h.peerAckValid || seqGT(h.finSeq, h.peerAck)) {
+			// The FIN's sequence number says bytes were sent before it
+			// that the capture lost, acknowledged or not.
+			b.hole(c, d, int64(seqDiff(h.finSeq, h.next)))
+			continue
+		}
 		if h.peerAckValid {
 			limit := h.peerAck
 			gap := seqDiff(limit, h.next)
