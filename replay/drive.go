@@ -226,26 +226,55 @@ func (sr *sessRun) pumpCaptured() {
 // nextChunk waits for the session's next chunk from the capture, reading
 // the target meanwhile. ok is false once the capture has no more for it;
 // waited reports whether it had to wait for the capture.
+//
+// While it waits, a target that answered the last chunk and has then been
+// quiet for QuietTimeout settles the copy (see copyRun.settled): sessions
+// of the same client host waiting for its progress go on.
 func (sr *sessRun) nextChunk() (ch session.Chunk, ok, waited bool, err error) {
+	var since time.Time // when the wait began
 	for {
 		sr.pumpCaptured()
 		var st feedState
 		ch, ok, st = sr.c.take()
 		sr.setTail(st.tail)
 		if ok {
+			if sr.c.settled.Load() {
+				sr.c.settled.Store(false) // a new turn: peers wait for it again
+			}
 			return ch, true, waited, nil
 		}
 		if !st.more {
 			sr.cut = st.cut
 			return ch, false, waited, nil
 		}
-		waited = true
+		if !waited {
+			waited, since = true, sr.clock.Now()
+		}
+		// Only a target that answered the last chunk settles: one still
+		// working on it (a slow schema change) must hold the peers.
+		var quiet <-chan time.Time
+		if !sr.c.settled.Load() && sr.timer != nil && sr.rx.n > sr.sentAt {
+			d := later(since, sr.rx.last).Add(sr.cfg.QuietTimeout).Sub(sr.clock.Now())
+			if d <= 0 {
+				sr.c.settle()
+				continue
+			}
+			sr.timer.Reset(d)
+			quiet = sr.timer.C()
+		}
 		select {
 		case <-st.wait:
 		case <-sr.ready:
 			sr.drain()
+		case <-quiet:
 		case <-sr.ctx.Done():
+			if quiet != nil {
+				sr.timer.Stop()
+			}
 			return ch, false, waited, context.Cause(sr.ctx)
+		}
+		if quiet != nil {
+			sr.timer.Stop()
 		}
 	}
 }
@@ -400,6 +429,16 @@ func (sr *sessRun) play() error {
 		st.chunkLate.record(now.Sub(ready))
 		if cfg.Live {
 			st.liveLag.record(now.Sub(sr.head.Start.Add(c.Offset)))
+		}
+		if sr.rx.closed {
+			// The target closed (its FIN came with the answer this chunk
+			// waited for) while the capture has more to send: an early
+			// close, not the reset that writing into it would cause.
+			if err := sr.closedWhileWaiting(sr.rx.err); err != errTargetClosed {
+				return err
+			}
+			sr.targetClosedEnd()
+			return nil
 		}
 		sr.sentAt = sr.rx.n
 		n, err := sr.write(c.Data)

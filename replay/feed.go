@@ -88,6 +88,12 @@ type copyRun struct {
 	// host wait for (Head.Peers). Written by the owner, read by waiters.
 	capSeen  uint64 // feed.capEvents when the owner last looked (owner only)
 	progress atomic.Int64
+	// settled: the copy waits for the capture and the target has been
+	// quiet for QuietTimeout: it has received all it will for what it was
+	// sent, so peers stop waiting for its progress (its captured count
+	// may hold bytes the target will never send: lost packets, a FIN the
+	// capture counted as a byte). Cleared when its next chunk arrives.
+	settled  atomic.Bool
 	done     chan struct{} // closed when the copy is done
 	wmu      sync.Mutex
 	watchers []progressWatch
@@ -120,12 +126,27 @@ func (c *copyRun) advance(n int64) {
 	c.wmu.Unlock()
 }
 
-// watch returns a channel closed once progress reaches need.
+// settle marks the copy settled (see copyRun.settled) and releases every
+// waiter.
+func (c *copyRun) settle() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.settled.Store(true)
+	for _, w := range c.watchers {
+		close(w.ch)
+	}
+	clear(c.watchers)
+	c.watchers = c.watchers[:0]
+	c.watched.Store(false)
+}
+
+// watch returns a channel closed once progress reaches need, or the copy
+// settles.
 func (c *copyRun) watch(need int64) <-chan struct{} {
 	ch := make(chan struct{})
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.progress.Load() >= need {
+	if c.progress.Load() >= need || c.settled.Load() {
 		close(ch)
 		return ch
 	}

@@ -583,7 +583,7 @@ func (p *passRun) waitPeers(c *copyRun) bool {
 			continue // done, or not replayed
 		}
 		pc := pf.copies[c.idx]
-		if pc.progress.Load() >= peer.ServerBytes {
+		if pc.progress.Load() >= peer.ServerBytes || pc.settled.Load() {
 			continue
 		}
 		if hk := p.r.testHook; hk != nil {
