@@ -102,15 +102,9 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 		r.Dropped = f.dropped
 	}
 	p.mu.Unlock()
+	// Bytes, chunks and deviations were counted as they happened (a
+	// session may run for days); the outcome is known now.
 	st.outcomes[r.Outcome].Add(1)
-	st.bytesSent.Add(r.BytesSent)
-	st.bytesReceived.Add(r.BytesReceived)
-	st.chunksSent.Add(int64(r.ChunksSent))
-	d := &r.Deviations
-	st.turnTimeouts.Add(int64(d.TurnTimeouts))
-	st.quietTurns.Add(int64(d.QuietTurns))
-	st.earlyClose.Add(int64(d.EarlyClose))
-	st.closeTimeouts.Add(int64(d.CloseTimeouts))
 	if sr.obs != nil {
 		sr.pumpCaptured()
 		sr.obs.Done(r)
@@ -121,6 +115,9 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 	cfg, clock, info := sr.cfg, sr.clock, sr.info
 	now := clock.Now()
 	sr.p.r.stats.startLate.record(now.Sub(ready))
+	if m := cfg.Metrics; m != nil {
+		m.SessionStarted(now.Sub(ready))
+	}
 	sr.start, sr.res.Start = now, now
 
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -314,6 +311,7 @@ func (sr *sessRun) received(p []byte) {
 	rx := &sr.rx
 	now := sr.clock.Now()
 	rx.n += int64(len(p))
+	sr.p.r.stats.bytesReceived.Add(int64(len(p)))
 	rx.last = now
 	if !rx.met && rx.n >= rx.need {
 		rx.met, rx.metAt = true, now
@@ -322,6 +320,14 @@ func (sr *sessRun) received(p []byte) {
 		rx.answered = true
 	}
 	sr.c.advance(int64(len(p)))
+}
+
+// deviate counts one deviation of the session in its result and, at once,
+// in the run's totals: a session that runs for days shows its deviations
+// in Summary (and the metrics) while it runs.
+func (sr *sessRun) deviate(n *int, total *atomic.Int64) {
+	*n++
+	total.Add(1)
 }
 
 // readEnded records the end of the read side: EOF (nil) or an error.
@@ -384,17 +390,24 @@ func (sr *sessRun) play() error {
 			return err
 		}
 		now := sr.clock.Now()
-		st.chunkLate.record(now.Sub(ready))
+		late, lag := now.Sub(ready), time.Duration(-1)
+		st.chunkLate.record(late)
 		if cfg.Live {
-			st.liveLag.record(now.Sub(sr.head.Start.Add(c.Offset)))
+			lag = now.Sub(sr.head.Start.Add(c.Offset))
+			st.liveLag.record(lag)
+		}
+		if m := cfg.Metrics; m != nil {
+			m.ChunkWritten(late, lag)
 		}
 		sr.sentAt = sr.rx.n
 		n, err := sr.write(c.Data)
 		sr.res.BytesSent += int64(n)
+		st.bytesSent.Add(int64(n))
 		if err != nil {
 			return sr.writeError(i, err)
 		}
 		sr.res.ChunksSent++
+		st.chunksSent.Add(1)
 		prev = need
 		turnStart = sr.clock.Now()
 	}
@@ -414,7 +427,7 @@ func (sr *sessRun) capturedEnd() session.End {
 // reset too is the target closing early, not a failure of its own.
 func (sr *sessRun) writeError(i int, err error) error {
 	if sr.capturedEnd() == session.EndServerRST && classify(err) == Reset {
-		sr.res.Deviations.EarlyClose++
+		sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 		sr.res.End = session.EndServerRST
 		return nil
 	}
@@ -464,13 +477,13 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		now := sr.clock.Now()
 		if !now.Before(deadline) {
 			if quiet {
-				sr.res.Deviations.QuietTurns++
+				sr.deviate(&sr.res.Deviations.QuietTurns, &sr.p.r.stats.quietTurns)
 				if rx.n < need {
 					sr.short += need - rx.n
 					sr.c.advance(need - rx.n) // peers waiting for this turn go on too
 				}
 			} else {
-				sr.res.Deviations.TurnTimeouts++
+				sr.deviate(&sr.res.Deviations.TurnTimeouts, &sr.p.r.stats.turnTimeouts)
 			}
 			return later(timeReady, deadline), nil
 		}
@@ -513,7 +526,7 @@ func (sr *sessRun) closedWhileWaiting(err error) error {
 	if err != nil && sr.capturedEnd() != session.EndServerRST {
 		return fmt.Errorf("read: %w", err)
 	}
-	sr.res.Deviations.EarlyClose++
+	sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 	return errTargetClosed
 }
 
@@ -572,7 +585,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		}
 		// The target kept the connection open (a longer idle timeout than
 		// the captured server's, say): close it ourselves.
-		sr.res.Deviations.CloseTimeouts++
+		sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 		sr.res.End = session.EndClientFIN
 	case session.EndClientRST:
 		sr.res.End = session.EndClientRST
@@ -590,7 +603,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 			if err := context.Cause(sr.ctx); err != nil {
 				return err
 			}
-			sr.res.Deviations.CloseTimeouts++
+			sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 			break
 		}
 		if sr.rx.err != nil {

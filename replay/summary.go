@@ -33,6 +33,8 @@ type Summary struct {
 	Succeeded int64
 	Failed    Failures
 
+	// BytesSent, BytesReceived, ChunksSent and Deviations are counted as
+	// they happen, also while a session runs.
 	BytesSent, BytesReceived int64
 	ChunksSent               int64
 	Deviations               DeviationTotals
@@ -56,6 +58,11 @@ type Summary struct {
 	// that stopped waiting for a peer connection's progress (Head.Peers)
 	// after TurnTimeout.
 	Shed, DroppedSessions, DroppedBytes, PeerTimeouts int64
+
+	// InFlight is how many session copies are running (begun, not done)
+	// at the moment of the snapshot: 0 once the run is over. It is not
+	// part of the JSON form.
+	InFlight int64
 }
 
 // Failures counts failed sessions by reason (see Outcome).
