@@ -45,7 +45,7 @@ var (
 
 	dRunInfo  = desc("run_info", "The current run: its id (the client mapping's seed) and speed; always 1.", "run_id", "speed")
 	dRunStart = desc("run_start_timestamp_seconds", "When the current run began (Unix time).")
-	dPasses   = desc("run_passes_total", "Passes over the capture begun by the current run (--loop).")
+	dPasses   = desc("run_passes_total", "Passes over the capture begun (--loop).")
 
 	dFrames    = desc("capture_frames_total", "Frames read from a capture source.", "source")
 	dCapBytes  = desc("capture_bytes_total", "Captured bytes of those frames.", "source")
@@ -119,9 +119,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if !s.Start.IsZero() {
 			gauge(dRunStart, float64(s.Start.UnixNano())/1e9)
 		}
-		counter(dPasses, int64(s.Passes))
 	}
 	gauge(dInFlight, float64(inFlight))
+	counter(dPasses, total.passes)
 
 	for _, s := range sources {
 		cc, drops := s.snapshot()

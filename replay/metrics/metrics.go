@@ -187,6 +187,7 @@ func (s *Source) snapshot() (c captureCounts, drops uint64) {
 // counts are the monotonic counters of one run, from its Summary and its
 // intercept's Totals.
 type counts struct {
+	passes                                                int64
 	read, skipped, unmapped, planned, started, notStarted int64
 	outcomes                                              [7]int64 // by replay.Outcome
 	sent, received, turns                                 int64
@@ -198,7 +199,7 @@ type counts struct {
 
 func (c *counts) add(o counts) {
 	for _, p := range [][2]*int64{
-		{&c.read, &o.read}, {&c.skipped, &o.skipped}, {&c.unmapped, &o.unmapped},
+		{&c.passes, &o.passes}, {&c.read, &o.read}, {&c.skipped, &o.skipped}, {&c.unmapped, &o.unmapped},
 		{&c.planned, &o.planned}, {&c.started, &o.started}, {&c.notStarted, &o.notStarted},
 		{&c.sent, &o.sent}, {&c.received, &o.received}, {&c.turns, &o.turns},
 		{&c.shed, &o.shed}, {&c.droppedSessions, &o.droppedSessions},
@@ -224,6 +225,7 @@ func snapshot(r *replay.Runner, rec *intercept.Recorder) counts {
 	if r != nil {
 		s := r.Summary()
 		f := s.Failed
+		c.passes = int64(s.Passes)
 		c.read, c.skipped, c.unmapped, c.planned, c.started, c.notStarted =
 			s.Read, s.Skipped, s.Unmapped, s.Planned, s.Replayed, s.NotStarted
 		c.outcomes = [7]int64{s.Succeeded, f.Refused, f.Reset, f.Timeout, f.Deviation, f.Canceled, f.Other}

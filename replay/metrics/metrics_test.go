@@ -239,7 +239,7 @@ func TestCountersSurviveNewRun(t *testing.T) {
 	first := samples(t, scrape(t, url))
 	replayWith(t, x, pkts, false)
 	second := samples(t, scrape(t, url))
-	for _, name := range []string{"tcopy_tun_sessions_started_total", "tcopy_tun_turns_total", "tcopy_tun_sent_bytes_total", `tcopy_tun_answers_total{match="identical"}`, `tcopy_tun_capture_frames_total{source="test.pcap"}`} {
+	for _, name := range []string{"tcopy_tun_run_passes_total", "tcopy_tun_sessions_started_total", "tcopy_tun_turns_total", "tcopy_tun_sent_bytes_total", `tcopy_tun_answers_total{match="identical"}`, `tcopy_tun_capture_frames_total{source="test.pcap"}`} {
 		if first[name] == 0 || second[name] != 2*first[name] {
 			t.Errorf("%s: %v after one run, %v after two; want twice as many", name, first[name], second[name])
 		}
