@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/replay/replaytest"
 )
 
 // Metrics of a running live copy: tcopy-tun serves /metrics (on every
@@ -138,6 +141,68 @@ func TestPrivilegedE2EMetricsLive(t *testing.T) {
 		t.Errorf("summary record: %d replayed, %d succeeded; want 6, 6", summary.Summary.Replayed, summary.Summary.Succeeded)
 	}
 	assertAllIdentical(t, readReport(t, rep), 6)
+	x.assertClean()
+}
+
+// Metrics of a capture streamed on standard input (tcpdump -w - | ...):
+// scraped while the stream is still open, the sessions it held are
+// counted as finished and the source is "stdin"; when the stream ends, the
+// run ends and the endpoint with it.
+func TestPrivilegedE2EMetricsStdin(t *testing.T) {
+	requireReal(t, toolCurl, toolPromtool)
+	x := newE2E(t)
+	const target = "127.0.0.1:8080"
+	srv := x.startServer("http", target)
+	x.snapshot()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	c := x.ns.Command(x.bin, "--pcap", "-", "--target", target, "--speed", "max", "--progress", "never",
+		"--metrics", "127.0.0.1:0")
+	c.Stdin = pr
+	p := x.startCmd(c)
+	pr.Close() // the child holds its own copy
+	port := metricsPort(t, p)
+	url := "http://127.0.0.1:" + port + "/metrics"
+	if _, err := pw.Write(replaytest.DemoPcap()); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]float64
+	var text string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		text = x.scrapeText(url)
+		m = parseSamples(t, text)
+		if m[`tcopy_tun_sessions_finished_total{outcome="ok"}`] >= 20 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for name, w := range map[string]float64{
+		`tcopy_tun_sessions_finished_total{outcome="ok"}`: 20,
+		`tcopy_tun_answers_total{match="identical"}`:      20,
+		"tcopy_tun_sessions_in_flight":                    0,
+		"tcopy_tun_turns_total":                           41,
+		"tcopy_tun_chunk_lateness_seconds_count":          41,
+	} {
+		if got, ok := m[name]; !ok || got != w {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, w)
+		}
+	}
+	if m[`tcopy_tun_capture_frames_total{source="stdin"}`] <= 0 {
+		t.Errorf(`capture_frames_total{source="stdin"} = %v, want > 0`, m[`tcopy_tun_capture_frames_total{source="stdin"}`])
+	}
+	promtoolCheck(t, text)
+	pw.Close() // the stream ends: so does the run
+	r := p.wait(30 * time.Second)
+	srv.stop()
+	if r.code != exitOK {
+		t.Fatalf("exit %d, want %d\n%s", r.code, exitOK, r.stderr)
+	}
+	if out, err := x.ns.Output("curl", "-sS", "--max-time", "5", url); err == nil {
+		t.Errorf("the endpoint still answers after the run ended:\n%.200s", out)
+	}
 	x.assertClean()
 }
 
