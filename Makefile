@@ -12,10 +12,12 @@ RACE = $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # The Debian packages the test suite uses (`make deps` installs the missing
 # ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
-# servers and clients of the end-to-end suite, and a C compiler for -race.
+# servers and clients of the end-to-end suite, a C compiler for -race, and
+# promtool (Debian's prometheus package: no service is started) to check
+# the metrics format.
 DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
-        gcc libc6-dev
+        gcc libc6-dev prometheus
 
 .DEFAULT_GOAL := help
 

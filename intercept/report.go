@@ -299,3 +299,14 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	}
 	return nil
 }
+
+// Totals returns the totals so far: every session whose Done has returned.
+// Unlike Report it copies no rows, so it is cheap enough for every scrape
+// of a metrics endpoint; it may be called at any time.
+func (r *Recorder) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.totals
+	t.RowsDropped = r.dropped
+	return t
+}

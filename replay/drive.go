@@ -113,16 +113,9 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	if r.Err == nil && r.Outcome == OK && sr.lossy {
 		r.Outcome = Incomplete
 	}
+	// Bytes, chunks and deviations were counted as they happened (a
+	// session may run for days); the outcome is known now.
 	st.outcomes[r.Outcome].Add(1)
-	st.bytesSent.Add(r.BytesSent)
-	st.bytesReceived.Add(r.BytesReceived)
-	st.chunksSent.Add(int64(r.ChunksSent))
-	d := &r.Deviations
-	st.turnTimeouts.Add(int64(d.TurnTimeouts))
-	st.quietTurns.Add(int64(d.QuietTurns))
-	st.earlyClose.Add(int64(d.EarlyClose))
-	st.closeTimeouts.Add(int64(d.CloseTimeouts))
-	st.lostTurns.Add(int64(d.LostTurns))
 	if sr.obs != nil {
 		sr.pumpCaptured()
 		sr.obs.Done(r)
@@ -133,6 +126,9 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 	cfg, clock, info := sr.cfg, sr.clock, sr.info
 	now := clock.Now()
 	sr.p.r.stats.startLate.record(now.Sub(ready))
+	if m := cfg.Metrics; m != nil {
+		m.SessionStarted(now.Sub(ready))
+	}
 	sr.start, sr.res.Start = now, now
 
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -355,6 +351,7 @@ func (sr *sessRun) received(p []byte) {
 	rx := &sr.rx
 	now := sr.clock.Now()
 	rx.n += int64(len(p))
+	sr.p.r.stats.bytesReceived.Add(int64(len(p)))
 	rx.last = now
 	if !rx.met && rx.n >= rx.need {
 		rx.met, rx.metAt = true, now
@@ -363,6 +360,14 @@ func (sr *sessRun) received(p []byte) {
 		rx.answered = true
 	}
 	sr.c.advance(int64(len(p)))
+}
+
+// deviate counts one deviation of the session in its result and, at once,
+// in the run's totals: a session that runs for days shows its deviations
+// in Summary (and the metrics) while it runs.
+func (sr *sessRun) deviate(n *int, total *atomic.Int64) {
+	*n++
+	total.Add(1)
 }
 
 // readEnded records the end of the read side: EOF (nil) or an error.
@@ -426,9 +431,14 @@ func (sr *sessRun) play() error {
 			return err
 		}
 		now := sr.clock.Now()
-		st.chunkLate.record(now.Sub(ready))
+		late, lag := now.Sub(ready), time.Duration(-1)
+		st.chunkLate.record(late)
 		if cfg.Live {
-			st.liveLag.record(now.Sub(sr.head.Start.Add(c.Offset)))
+			lag = now.Sub(sr.head.Start.Add(c.Offset))
+			st.liveLag.record(lag)
+		}
+		if m := cfg.Metrics; m != nil {
+			m.ChunkWritten(late, lag)
 		}
 		if sr.rx.closed {
 			// The target closed (its FIN came with the answer this chunk
@@ -443,11 +453,13 @@ func (sr *sessRun) play() error {
 		sr.sentAt = sr.rx.n
 		n, err := sr.write(c.Data)
 		sr.res.BytesSent += int64(n)
+		st.bytesSent.Add(int64(n))
 		if err != nil {
 			return sr.writeError(i, err)
 		}
 		sr.res.ChunksSent++
 		sr.sentEnd = c.StreamOffset + int64(len(c.Data))
+		st.chunksSent.Add(1)
 		prev = need
 		turnStart = sr.clock.Now()
 	}
@@ -467,7 +479,7 @@ func (sr *sessRun) capturedEnd() session.End {
 // reset too is the target closing early, not a failure of its own.
 func (sr *sessRun) writeError(i int, err error) error {
 	if sr.capturedEnd() == session.EndServerRST && classify(err) == Reset {
-		sr.res.Deviations.EarlyClose++
+		sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 		sr.res.End = session.EndServerRST
 		return nil
 	}
@@ -529,17 +541,17 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64, lost bool
 		if !now.Before(deadline) {
 			if quiet || lost {
 				if lost {
-					sr.res.Deviations.LostTurns++
+					sr.deviate(&sr.res.Deviations.LostTurns, &sr.p.r.stats.lostTurns)
 					sr.lossy = true
 				} else {
-					sr.res.Deviations.QuietTurns++
+					sr.deviate(&sr.res.Deviations.QuietTurns, &sr.p.r.stats.quietTurns)
 				}
 				if rx.n < need {
 					sr.short += need - rx.n
 					sr.c.advance(need - rx.n) // peers waiting for this turn go on too
 				}
 			} else {
-				sr.res.Deviations.TurnTimeouts++
+				sr.deviate(&sr.res.Deviations.TurnTimeouts, &sr.p.r.stats.turnTimeouts)
 			}
 			return later(timeReady, deadline), nil
 		}
@@ -582,7 +594,7 @@ func (sr *sessRun) closedWhileWaiting(err error) error {
 	if err != nil && sr.capturedEnd() != session.EndServerRST {
 		return fmt.Errorf("read: %w", err)
 	}
-	sr.res.Deviations.EarlyClose++
+	sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 	return errTargetClosed
 }
 
@@ -615,7 +627,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		// The capture lost every client byte: the target was sent nothing
 		// and has nothing to answer, and the session changed nothing that
 		// later sessions could wait for. Close now (at its time).
-		sr.res.Deviations.LostTurns++
+		sr.deviate(&sr.res.Deviations.LostTurns, &sr.p.r.stats.lostTurns)
 		sr.lossy = true
 		if cfg.paced() {
 			if d := at.Sub(sr.clock.Now()); d > 0 {
@@ -665,7 +677,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		}
 		// The target kept the connection open (a longer idle timeout than
 		// the captured server's, say): close it ourselves.
-		sr.res.Deviations.CloseTimeouts++
+		sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 		sr.res.End = session.EndClientFIN
 	case session.EndClientRST:
 		sr.res.End = session.EndClientRST
@@ -683,7 +695,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 			if err := context.Cause(sr.ctx); err != nil {
 				return err
 			}
-			sr.res.Deviations.CloseTimeouts++
+			sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 			break
 		}
 		if sr.rx.err != nil {

@@ -69,6 +69,7 @@ type stats struct {
 	lostTurns                                              atomic.Int64
 	chunkLate, startLate, liveLag                          histogram
 	shed, droppedSessions, droppedBytes, peerTimeouts      atomic.Int64
+	inFlight                                               atomic.Int64
 }
 
 // New validates cfg and returns a Runner.
@@ -257,7 +258,7 @@ func (r *Runner) Summary() *Summary {
 		ChunkLateness: st.chunkLate.summary(), StartLateness: st.startLate.summary(),
 		LiveLag: st.liveLag.summary(),
 		Shed:    st.shed.Load(), DroppedSessions: st.droppedSessions.Load(), DroppedBytes: st.droppedBytes.Load(),
-		PeerTimeouts: st.peerTimeouts.Load(),
+		PeerTimeouts: st.peerTimeouts.Load(), InFlight: st.inFlight.Load(),
 	}
 	r.mu.Lock()
 	s.Passes, s.Start = r.passes, r.start
@@ -566,6 +567,8 @@ func (p *passRun) schedule(c *copyRun) {
 		c.info.Scheduled = ready
 	}
 	st.replayed.Add(1)
+	st.inFlight.Add(1)
+	defer st.inFlight.Add(-1)
 	p.drive(ctx, c, ready)
 }
 

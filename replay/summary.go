@@ -36,6 +36,8 @@ type Summary struct {
 	Failed     Failures
 	Incomplete int64
 
+	// BytesSent, BytesReceived, ChunksSent and Deviations are counted as
+	// they happen, also while a session runs.
 	BytesSent, BytesReceived int64
 	ChunksSent               int64
 	Deviations               DeviationTotals
@@ -64,6 +66,11 @@ type Summary struct {
 	// them: a live capture's kernel drops (its buffer was full). The
 	// command sets it; sessions they hurt are Incomplete, or carry holes.
 	CaptureDrops int64
+
+	// InFlight is how many session copies are running (begun, not done)
+	// at the moment of the snapshot: 0 once the run is over. It is not
+	// part of the JSON form.
+	InFlight int64
 }
 
 // Failures counts failed sessions by reason (see Outcome).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/metrics"
 	"github.com/tcopy-tun/tcopy-tun/tun"
 )
 
@@ -50,6 +51,13 @@ type replayFlags struct {
 	serverLim  int64
 	cpuProfile string // --cpuprofile: a Go CPU profile of the whole run
 	reportRows int
+
+	logFormat    string         // --log-format: text or json
+	metricsAddr  string         // --metrics ADDR: serve Prometheus metrics there
+	metricsAllow []netip.Prefix // --metrics-allow: the peers that may scrape
+	// metrics is the exporter behind --metrics (set by the command; nil
+	// without it).
+	metrics *metrics.Exporter
 }
 
 // addrPortValue parses IP:PORT flags.
@@ -118,7 +126,13 @@ type listValue []string
 func (l *listValue) String() string     { return strings.Join(*l, ",") }
 func (l *listValue) Set(s string) error { *l = append(*l, s); return nil }
 
-func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue, *listValue, *string, *string, *string) {
+// extraFlags are the repeatable or parsed flags that newReplayFlagSet
+// collects as text, for parseReplayFlags to check.
+type extraFlags struct {
+	metricsAllow listValue
+}
+
+func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue, *listValue, *string, *string, *string, *extraFlags) {
 	fs := flag.NewFlagSet("tcopy-tun", flag.ContinueOnError)
 	// Parse errors are printed by the caller as one line; only --help
 	// prints the flag list (to out, standard output).
@@ -161,7 +175,11 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all, -1: none; totals always count every session)")
 	fs.Int64Var(&f.serverLim, "response-limit", 1<<20, "bytes of each captured and replayed response kept for comparison")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (go tool pprof reads it)")
-	return fs, &maps, &nets, &speed, &shard, &link
+	x := &extraFlags{}
+	fs.StringVar(&f.logFormat, "log-format", logText, "messages on stderr: text (one line each, for people) or json (one object per line, with time and level; the summary too)")
+	fs.StringVar(&f.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics while the replay runs: PORT or :PORT (on 127.0.0.1), or IP:PORT")
+	fs.Var(&x.metricsAllow, "metrics-allow", "only these peers may connect to --metrics: `PREFIX` or address; repeatable (default: any peer that reaches ADDR)")
+	return fs, &maps, &nets, &speed, &shard, &link, x
 }
 
 func linkKinds() string {
@@ -179,7 +197,7 @@ var errHelp = errors.New("help requested")
 // the caller prints it as one line.
 func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	f := &replayFlags{}
-	fs, maps, nets, speed, shard, link := newReplayFlagSet(f, out)
+	fs, maps, nets, speed, shard, link, x := newReplayFlagSet(f, out)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(out, "usage: tcopy-tun --pcap FILE|- --target IP:PORT [flags]\n\nflags:\n")
@@ -264,6 +282,26 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	}
 	if f.rate < 0 {
 		return nil, fmt.Errorf("--rate %v: want 0 (no limit) or more", f.rate)
+	}
+	switch f.logFormat {
+	case logText, logJSON:
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", f.logFormat)
+	}
+	if f.metricsAddr != "" {
+		if _, err := metrics.ListenAddr(f.metricsAddr); err != nil {
+			return nil, fmt.Errorf("--metrics %w", err)
+		}
+	}
+	for _, a := range x.metricsAllow {
+		p, err := metrics.ParseAllow(a)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-allow %w", err)
+		}
+		f.metricsAllow = append(f.metricsAllow, p)
+	}
+	if len(f.metricsAllow) > 0 && f.metricsAddr == "" {
+		return nil, fmt.Errorf("--metrics-allow limits who may read --metrics, which is not set")
 	}
 	if f.target.IsValid() && f.target.Addr().Is6() && f.target.Addr().IsLoopback() && f.via == "tun" {
 		return nil, fmt.Errorf("--target %s: ::1 cannot be reached through a TUN (the kernel never routes loopback traffic from a device); use 127.0.0.1 or an address of the host", f.target)

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 )
 
@@ -24,6 +25,9 @@ const (
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// log receives the command's messages (see log.go); nil: text on
+	// stderr.
+	log *slog.Logger
 }
 
 func main() {

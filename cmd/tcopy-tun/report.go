@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
@@ -73,4 +74,22 @@ func writeSummary(w io.Writer, res *runResult) {
 	if cs.Warning != nil {
 		fmt.Fprintf(w, "warning:     %v\n", cs.Warning)
 	}
+}
+
+// logSummary is the end-of-run summary as one log record, for
+// --log-format json: the summary and the answers' totals in the report's
+// JSON form, and what the capture reading counted.
+func logSummary(e env, res *runResult) {
+	cs := res.capStats
+	args := []any{
+		"summary", res.summary,
+		slog.Group("capture", "frames", cs.Frames, "segments", cs.TCP, "malformed", cs.Malformed),
+	}
+	if res.report != nil && res.report.out != nil {
+		args = append(args, "totals", res.report.out.Totals)
+	}
+	if cs.Warning != nil {
+		args = append(args, "warning", cs.Warning.Error())
+	}
+	e.logger().Info("summary", args...)
 }

@@ -38,6 +38,7 @@ func runReplay(e env, args []string) int {
 		fmt.Fprintf(e.stderr, "tcopy-tun: %v\nhint: 'tcopy-tun --help' lists the flags\n", err)
 		return exitUsage
 	}
+	e = withLog(e, f.logFormat)
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
@@ -82,6 +83,15 @@ func runReplay(e env, args []string) int {
 	return replayJob(ctx, e, f, nil)
 }
 
+// replayMetrics is the replay's Metrics hook: nil without --metrics (a nil
+// *metrics.Exporter in the interface would not be).
+func replayMetrics(f *replayFlags) replay.Metrics {
+	if f.metrics == nil {
+		return nil
+	}
+	return f.metrics
+}
+
 // startCPUProfile profiles the process into file until the returned stop
 // is called.
 func startCPUProfile(file string) (stop func(), err error) {
@@ -104,6 +114,14 @@ func startCPUProfile(file string) (stop func(), err error) {
 // everything it set up. onDone, if set, is called after the replay with the
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
+	if f.metricsAddr != "" {
+		stop, err := startMetrics(e, f)
+		if err != nil {
+			fail(e, err)
+			return exitUsage
+		}
+		defer stop()
+	}
 	sel := newSelection(f)
 	res, err := replayOnce(ctx, e, f, sel)
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
@@ -125,7 +143,11 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		return exitCodeFor(err)
 	}
 	if !f.quiet {
-		writeSummary(e.stderr, res)
+		if f.logFormat == logJSON {
+			logSummary(e, res)
+		} else {
+			writeSummary(e.stderr, res)
+		}
 	}
 	if f.report != "" {
 		if err := writeReport(e, f.report, res.report); err != nil {
@@ -232,7 +254,8 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Duration:       f.duration,
 		Live:           f.live != "",
 		Observer:       rep.observer(),
-		Logf:           func(format string, args ...any) { logf(e, format, args...) },
+		Metrics:        replayMetrics(f),
+		Logf:           func(format string, args ...any) { warnf(e, format, args...) },
 	}
 	for _, p := range f.nets {
 		if p.Addr().Is4() {
@@ -246,6 +269,9 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		return nil, usageError{err}
 	}
 
+	if f.metrics != nil {
+		f.metrics.Watch(runner, rep.rec)
+	}
 	res := &runResult{report: rep, seen: newServersSeen(sel)}
 	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
@@ -276,7 +302,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		// Read after the capture stopped: the count is final.
 		if n, err := dc.Drops(); err == nil && n > 0 {
 			res.summary.CaptureDrops = int64(n)
-			logf(e, "warning: the kernel dropped %d packets of the live capture on %s (--live-buffer %s was full): the sessions they hurt are marked capture-incomplete or carry holes in the report",
+			warnf(e, "the kernel dropped %d packets of the live capture on %s (--live-buffer %s was full): the sessions they hurt are marked capture-incomplete or carry holes in the report",
 				n, f.live, byteSizeFlag(f.liveBuf))
 		}
 	}
@@ -297,7 +323,8 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 	var readErr error
 	err = runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
 		r := capture.NewReader(src, f.sourceName())
-		b := passBuilder{session.NewBuilder(scfg, sink), res.seen}
+		meter := newCaptureMeter(f, r, src)
+		b := passBuilder{session.NewBuilder(scfg, sink), res.seen, meter}
 		switch {
 		case f.live != "":
 			// The first signal or --duration (f.stopLive) ends the live
@@ -331,6 +358,7 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		if !detached {
 			res.capStats = r.Stats()
 		}
+		meter.end(!detached)
 		res.buildStats = b.Stats()
 		return nil
 	})
@@ -345,7 +373,8 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 // serversSeen).
 type passBuilder struct {
 	*session.Builder
-	seen *serversSeen
+	seen  *serversSeen
+	meter *captureMeter // nil without --metrics; its read goes before each r.Next
 }
 
 func (b passBuilder) Add(p *capture.Packet) {
@@ -360,6 +389,7 @@ func readCapture(ctx context.Context, r *capture.Reader, b passBuilder) error {
 		if n%1024 == 0 && ctx.Err() != nil {
 			return nil
 		}
+		b.meter.read()
 		p, err := r.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -420,6 +450,7 @@ func pumpLive(ctx context.Context, r *capture.Reader, b passBuilder, end func() 
 	go func() {
 		defer close(readerDone)
 		for {
+			b.meter.read()
 			p, err := r.Next()
 			var it item
 			if err != nil {
@@ -496,6 +527,7 @@ func pumpDeadline(ctx context.Context, r *capture.Reader, b passBuilder, end fun
 			end()
 			stopped = true
 		}
+		b.meter.read()
 		p, err := r.Next()
 		switch {
 		case err == nil:
@@ -571,7 +603,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 		Logf:              func(format string, args ...any) { debugf(e, format, args...) },
 	}
 	if f.keepIP {
-		logf(e, "warning: --keep-client-ip routes %v into %s for the run: replies to those real addresses on this host go to the replay", tcfg.ClientPrefixes, f.tunName)
+		warnf(e, "--keep-client-ip routes %v into %s for the run: replies to those real addresses on this host go to the replay", tcfg.ClientPrefixes, f.tunName)
 	}
 	dev, err := tun.Open(tcfg)
 	if err != nil {
@@ -590,7 +622,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 	return st, func() {
 		st.Close()
 		if err := dev.Close(); err != nil {
-			logf(e, "warning: cleanup of %s: %v", dev.Name(), err)
+			warnf(e, "cleanup of %s: %v", dev.Name(), err)
 		}
 	}, nil
 }
@@ -631,27 +663,23 @@ func exitCodeFor(err error) int {
 	return exitFailure
 }
 
-// fail prints err as one line, plus a hint line where there is a remedy.
+// fail logs err as an error: in the text format one line, plus a hint line
+// where there is a remedy.
 func fail(e env, err error) {
-	fmt.Fprintf(e.stderr, "tcopy-tun: %v\n", err)
 	var pe *tun.PermissionError
 	switch {
 	case errors.As(err, &pe):
-		fmt.Fprintf(e.stderr, "hint: %s\n", pe.Hint())
+		failHint(e, err, pe.Hint())
 	case strings.Contains(err.Error(), "needs forwarding mode"):
-		fmt.Fprintln(e.stderr, "hint: add --forward, and on the target's host route the client range back to this host (README: \"Target on another host\")")
+		failHint(e, err, "add --forward, and on the target's host route the client range back to this host (README: \"Target on another host\")")
+	default:
+		e.logger().Error(err.Error())
 	}
 }
 
-func logf(e env, format string, args ...any) {
-	fmt.Fprintf(e.stderr, "tcopy-tun: "+format+"\n", args...)
-}
-
-// debugf prints host changes when TCOPY_TUN_DEBUG is set.
-func debugf(e env, format string, args ...any) {
-	if os.Getenv("TCOPY_TUN_DEBUG") != "" {
-		logf(e, format, args...)
-	}
+// failHint logs err with its remedy.
+func failHint(e env, err error, hint string) {
+	e.logger().Error(err.Error(), "hint", hint)
 }
 
 // byteSizeFlag shows a --live-buffer value (0: the default).
