@@ -340,20 +340,20 @@ func TestReplayJob(t *testing.T) {
 	job := one[*batchv1.Job](t, objs)
 	s := job.Spec
 	if s.CompletionMode == nil || *s.CompletionMode != batchv1.IndexedCompletion {
-		t.Fatalf("Job %s: completionMode %v, want Indexed (JOB_COMPLETION_INDEX is set only then)", job.Name, s.CompletionMode)
+		t.Fatalf("Job %s: completionMode %s, want Indexed (JOB_COMPLETION_INDEX is set only then)", job.Name, deref(s.CompletionMode))
 	}
 	if s.Completions == nil || s.Parallelism == nil || *s.Completions != *s.Parallelism || *s.Completions < 1 {
-		t.Fatalf("Job %s: completions %v and parallelism %v: want the same N >= 1 (every shard at once)", job.Name, s.Completions, s.Parallelism)
+		t.Fatalf("Job %s: completions %s and parallelism %s: want the same N >= 1 (every shard at once)", job.Name, deref(s.Completions), deref(s.Parallelism))
 	}
 	n := *s.Completions
 	if s.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("Job %s: restartPolicy %q, want Never (a restarted shard replays its sessions twice)", job.Name, s.Template.Spec.RestartPolicy)
 	}
 	if s.BackoffLimitPerIndex == nil || *s.BackoffLimitPerIndex != 0 {
-		t.Errorf("Job %s: backoffLimitPerIndex %v, want 0 (each shard runs once)", job.Name, s.BackoffLimitPerIndex)
+		t.Errorf("Job %s: backoffLimitPerIndex %s, want 0 (each shard runs once)", job.Name, deref(s.BackoffLimitPerIndex))
 	}
 	if s.MaxFailedIndexes == nil || *s.MaxFailedIndexes != n {
-		t.Errorf("Job %s: maxFailedIndexes %v, want %d (a failed shard does not stop the others)", job.Name, s.MaxFailedIndexes, n)
+		t.Errorf("Job %s: maxFailedIndexes %s, want %d (a failed shard does not stop the others)", job.Name, deref(s.MaxFailedIndexes), n)
 	}
 	p := podOwner{what: "Job " + job.Name, labels: s.Template.Labels, spec: &s.Template.Spec, job: job}
 	c := container(t, p, "tcopy-tun")
@@ -476,6 +476,14 @@ func TestVariablesDefined(t *testing.T) {
 	if refs == 0 {
 		t.Fatal("no $(VAR) in any container's args: the Job's shard and target should use some")
 	}
+}
+
+// deref shows an optional field's value, or "unset".
+func deref[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
 
 func maps(m map[string]bool) map[string]bool {
