@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -335,5 +337,189 @@ func TestPrivilegedKubernetesJob(t *testing.T) {
 		if len(byClient[client]) != 1 {
 			t.Errorf("session of %s (%s) replayed ok by shards %v, want exactly one", client, uri, byClient[client])
 		}
+	}
+}
+
+// sidecarManifest holds the test pod with the tcopy-tun sidecar.
+const sidecarManifest = "../../deploy/kubernetes/test-pod.yaml"
+
+// k8sPod is the part of a Pod document the sidecar test needs.
+type k8sPod struct {
+	Kind string `json:"kind"`
+	Spec struct {
+		Containers []k8sPodContainer `json:"containers"`
+	} `json:"spec"`
+}
+
+type k8sPodContainer struct {
+	Name string   `json:"name"`
+	Args []string `json:"args"`
+	Env  []struct {
+		Name      string `json:"name"`
+		ValueFrom *struct {
+			FieldRef *struct {
+				FieldPath string `json:"fieldPath"`
+			} `json:"fieldRef"`
+		} `json:"valueFrom"`
+	} `json:"env"`
+	SecurityContext struct {
+		RunAsUser    *int `json:"runAsUser"`
+		Capabilities struct {
+			Add []string `json:"add"`
+		} `json:"capabilities"`
+	} `json:"securityContext"`
+}
+
+// containerLike runs args the way a container runtime confines a container
+// of the sidecar's securityContext: /proc/sys read-only (a private mount
+// namespace), uid 0 with no capability but those the manifest adds, and
+// no_new_privs (allowPrivilegeEscalation: false).
+func containerLike(caps []string, args ...string) []string {
+	bounding := "-all"
+	for _, c := range caps {
+		bounding += ",+" + strings.ToLower(c)
+	}
+	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
+		`exec setpriv --no-new-privs --bounding-set ` + bounding + ` --inh-caps -all "$@"`
+	return append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"}, args...)
+}
+
+// TestPrivilegedKubernetesSidecar runs the tcopy-tun sidecar of
+// deploy/kubernetes/test-pod.yaml as a container runtime would run it: in
+// the pod's network namespace (a namespace whose address stands for the pod
+// IP, with the server under test, a real nginx, listening there), as uid 0
+// with only the capabilities the manifest adds, /proc/sys read-only. Its
+// args come from the manifest with $(POD_IP) set to the pod's address;
+// --pcap-listen is replaced by --pcap FILE (the sessions arrive from a file
+// instead of a capture agent), and --metrics is dropped if this build lacks
+// it. Every session must reach nginx once, from a client address in the
+// TUN's range. The same args with 127.0.0.1 as the target must fail: the
+// TUN path cannot set route_localnet on a read-only /proc/sys, which is why
+// the manifest targets the pod's address.
+func TestPrivilegedKubernetesSidecar(t *testing.T) {
+	requireReal(t, toolGo, toolNginx, realTool{"unshare", "util-linux"}, realTool{"setpriv", "util-linux"}, realTool{"mount", "mount"})
+	b, err := os.ReadFile(sidecarManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod k8sPod
+	for _, part := range strings.Split("\n"+string(b), "\n---\n") {
+		var d k8sPod
+		if err := yaml.Unmarshal([]byte(part), &d); err != nil {
+			t.Fatalf("%s: %v", sidecarManifest, err)
+		}
+		if d.Kind == "Pod" {
+			pod = d
+		}
+	}
+	idx := slices.IndexFunc(pod.Spec.Containers, func(c k8sPodContainer) bool {
+		return c.Name == "tcopy-tun"
+	})
+	if idx < 0 {
+		t.Fatalf("%s: no tcopy-tun container", sidecarManifest)
+	}
+	c := pod.Spec.Containers[idx]
+	if c.SecurityContext.RunAsUser == nil || *c.SecurityContext.RunAsUser != 0 {
+		t.Fatalf("%s: the sidecar does not run as uid 0; this test runs it as the manifest says only for uid 0", sidecarManifest)
+	}
+	env := map[string]string{}
+	for _, ev := range c.Env {
+		if ev.ValueFrom != nil && ev.ValueFrom.FieldRef != nil && ev.ValueFrom.FieldRef.FieldPath == "status.podIP" {
+			env[ev.Name] = realServerIP // the server namespace's address is the pod's
+		}
+	}
+
+	bin := buildTcopyTun(t)
+	help, _ := exec.Command(bin, "help").CombinedOutput()
+	e := newRealEnv(t, bin)
+	const sessions = 20
+	var ss []e2eSession
+	want := map[string]bool{}
+	for k := 0; k < sessions; k++ {
+		uri := fmt.Sprintf("/f2.txt?sidecar=%d", k)
+		want[uri] = true
+		ss = append(ss, e2eSession{
+			Client:   fmt.Sprintf("10.3.0.%d:%d", 10+k, 41000+k),
+			Server:   "10.1.0.1:8080",
+			Start:    time.Duration(k) * 5 * time.Millisecond,
+			Requests: []replaytest.DemoRequest{{Method: "GET", Path: uri, Close: true}},
+		})
+	}
+	pcap := filepath.Join(e.dir, "sidecar.pcap")
+	if err := os.WriteFile(pcap, e2eCapture(t, ss), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for i := 0; i < len(c.Args); i++ {
+		a := k8sExpand(c.Args[i], env)
+		switch {
+		case a == "--pcap-listen" && i+1 < len(c.Args):
+			args = append(args, "--pcap", pcap)
+			i++
+		case a == "--metrics" && i+1 < len(c.Args) && !strings.Contains(string(help), "-metrics"):
+			t.Logf("this build has no --metrics: dropped --metrics %s", c.Args[i+1])
+			i++
+		default:
+			if strings.Contains(a, "$(") {
+				t.Fatalf("%s: arg %q: a variable this test does not set", sidecarManifest, c.Args[i])
+			}
+			args = append(args, a)
+		}
+	}
+	reportFile := filepath.Join(e.dir, "sidecar-report.json")
+	args = append(args, "--report", reportFile)
+	t.Logf("sidecar: tcopy-tun %q", args)
+
+	// The confinement is real: /proc/sys is read-only in it.
+	if out, err := e.srv.Output(containerLike(c.SecurityContext.Capabilities.Add, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/lo/route_localnet")...); err == nil {
+		t.Fatalf("a sysctl write succeeded inside the container-like confinement: %s", out)
+	}
+
+	srv := nginxServer{}.start(t, e, "sidecar").(*nginxInstance)
+	p := startProc(t, e.srv, "tcopy-tun sidecar", containerLike(c.SecurityContext.Capabilities.Add, append([]string{bin}, args...)...)...)
+	if err := p.wait(t, realReplayTimeout); err != nil {
+		t.Fatalf("sidecar: %v\n%s", err, p.out.String())
+	}
+
+	// 127.0.0.1 needs route_localnet on the TUN: refused under the same
+	// confinement, which is why the manifest targets $(POD_IP).
+	loop := slices.Clone(args)
+	for i := range loop {
+		if loop[i] == "--target" && i+1 < len(loop) {
+			loop[i+1] = fmt.Sprintf("127.0.0.1:%d", nginxPort)
+		}
+		if loop[i] == "--report" && i+1 < len(loop) {
+			loop[i+1] = filepath.Join(e.dir, "loopback-report.json")
+		}
+	}
+	lp := startProc(t, e.srv, "tcopy-tun sidecar to 127.0.0.1", containerLike(c.SecurityContext.Capabilities.Add, append([]string{bin}, loop...)...)...)
+	if err := lp.wait(t, realReplayTimeout); err == nil || !strings.Contains(lp.out.String(), "route_localnet") {
+		t.Errorf("sidecar args with --target 127.0.0.1 under a read-only /proc/sys: %v, want a refusal naming route_localnet:\n%s", err, lp.out.String())
+	}
+
+	if err := srv.proc.stop(t, syscall.SIGQUIT); err != nil {
+		t.Fatalf("nginx: %v", err)
+	}
+	got := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(readFile(t, srv.log)), "\n") {
+		if f := strings.Fields(l); len(f) == 6 && f[4] == "200" {
+			got[strings.Trim(f[3], `"`)]++
+		}
+	}
+	for uri := range want {
+		if got[uri] != 1 {
+			t.Errorf("%s reached nginx %d times with 200, want once", uri, got[uri])
+		}
+	}
+	r := readReport(t, reportFile)
+	clientNet := netip.MustParsePrefix(realClientNet)
+	for _, row := range r.Sessions {
+		ap, err := netip.ParseAddrPort(row.MappedClient)
+		if row.Outcome != "ok" || err != nil || !clientNet.Contains(ap.Addr()) {
+			t.Errorf("session %d (%s): outcome %s, mapped client %q: want ok, from %s through the TUN", row.ID, row.CapturedClient, row.Outcome, row.MappedClient, clientNet)
+		}
+	}
+	if len(r.Sessions) != sessions {
+		t.Errorf("report: %d sessions, want %d", len(r.Sessions), sessions)
 	}
 }
