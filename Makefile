@@ -16,8 +16,9 @@ RACE = $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # The Debian packages the test suite uses (`make deps` installs the missing
 # ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
-# servers and clients of the end-to-end suite, and a C compiler for -race.
-DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl \
+# servers and clients of the end-to-end suite, netcat (the Kubernetes capture
+# agent's), and a C compiler for -race.
+DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl netcat-openbsd \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
         gcc libc6-dev
 

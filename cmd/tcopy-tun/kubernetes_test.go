@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,13 +11,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	"github.com/tcopy-tun/tcopy-tun/replay/replaytest"
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
 )
 
 // jobManifest is the sharded replay Job that deploy/kubernetes ships, with
@@ -356,6 +361,7 @@ type k8sPodContainer struct {
 	Args []string `json:"args"`
 	Env  []struct {
 		Name      string `json:"name"`
+		Value     string `json:"value"`
 		ValueFrom *struct {
 			FieldRef *struct {
 				FieldPath string `json:"fieldPath"`
@@ -373,7 +379,9 @@ type k8sPodContainer struct {
 // containerLike runs args the way a container runtime confines a container
 // of the sidecar's securityContext: /proc/sys read-only (a private mount
 // namespace), uid 0 with no capability but those the manifest adds, and
-// no_new_privs (allowPrivilegeEscalation: false).
+// no_new_privs (allowPrivilegeEscalation: false), in a PID namespace of its
+// own that ends with it: killing the returned command by PID ends every
+// process it started (a container's pipeline, say).
 func containerLike(caps []string, args ...string) []string {
 	bounding := "-all"
 	for _, c := range caps {
@@ -381,7 +389,7 @@ func containerLike(caps []string, args ...string) []string {
 	}
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
 		`exec setpriv --no-new-privs --bounding-set ` + bounding + ` --inh-caps -all "$@"`
-	return append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"}, args...)
+	return append([]string{"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh"}, args...)
 }
 
 // TestPrivilegedKubernetesSidecar runs the tcopy-tun sidecar of
@@ -521,5 +529,169 @@ func TestPrivilegedKubernetesSidecar(t *testing.T) {
 	}
 	if len(r.Sessions) != sessions {
 		t.Errorf("report: %d sessions, want %d", len(r.Sessions), sessions)
+	}
+}
+
+// agentManifest holds the capture-agent DaemonSet.
+const agentManifest = "../../deploy/kubernetes/capture-agent.yaml"
+
+// streamSessions rebuilds the sessions on port from a pcap stream received
+// so far (a packet cut short at its end is left out).
+func streamSessions(b []byte, port uint16) ([]*session.Session, error) {
+	src, err := capture.NewSource(bytes.NewReader(b), "agent stream")
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	var ss []*session.Session
+	cfg := session.Config{Servers: []netip.AddrPort{netip.AddrPortFrom(netip.Addr{}, port)}, ServerDataLimit: 1 << 20}
+	_, err = session.Build(capture.NewReader(src, "agent stream"), cfg, func(s *session.Session) { ss = append(ss, s) })
+	return ss, err
+}
+
+// TestPrivilegedKubernetesCaptureAgent runs the capture agent of
+// deploy/kubernetes/capture-agent.yaml as a container runtime would: its
+// script with the image's entrypoint (sh -c) and the manifest's
+// environment, as uid 0 with only the capabilities the manifest adds, in
+// the "node's" network namespace (hostNetwork), where a real nginx serves.
+// FEED_HOST, the Service's name, is 127.0.0.1 here, where the test listens
+// as --pcap-listen would. curl makes connections from another namespace;
+// the stream the agent sends must be a pcap holding each of them, complete.
+func TestPrivilegedKubernetesCaptureAgent(t *testing.T) {
+	requireReal(t, toolGo, toolNginx, toolCurl, toolTcpdump, realTool{"nc", "netcat-openbsd"},
+		realTool{"unshare", "util-linux"}, realTool{"setpriv", "util-linux"}, realTool{"mount", "mount"})
+	b, err := os.ReadFile(agentManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					HostNetwork bool              `json:"hostNetwork"`
+					Containers  []k8sPodContainer `json:"containers"`
+				} `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &ds); err != nil {
+		t.Fatalf("%s: %v", agentManifest, err)
+	}
+	pod := ds.Spec.Template.Spec
+	if !pod.HostNetwork || len(pod.Containers) != 1 || len(pod.Containers[0].Args) != 1 {
+		t.Fatalf("%s: want a host-network pod with one container whose args are one script", agentManifest)
+	}
+	c := pod.Containers[0]
+	env := map[string]string{}
+	for _, ev := range c.Env {
+		env[ev.Name] = ev.Value
+	}
+	env["FEED_HOST"] = "127.0.0.1" // the Service's address, where the test listens
+	feedPort, err := strconv.Atoi(env["FEED_PORT"])
+	if err != nil {
+		t.Fatalf("%s: FEED_PORT %q", agentManifest, env["FEED_PORT"])
+	}
+	if env["CAPTURE_FILTER"] != fmt.Sprintf("tcp port %d", nginxPort) {
+		t.Fatalf("%s: CAPTURE_FILTER %q: this test serves port %d", agentManifest, env["CAPTURE_FILTER"], nginxPort)
+	}
+
+	bin := buildTcopyTun(t)
+	e := newRealEnv(t, bin)
+	// The receiving end of the stream, in the node's namespace.
+	var ln net.Listener
+	if err := e.srv.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", feedPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var stream []byte
+	conns := 0
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns++
+			mu.Unlock()
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := conn.Read(buf)
+					mu.Lock()
+					stream = append(stream, buf[:n]...)
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+
+	srv := nginxServer{}.start(t, e, "agent").(*nginxInstance)
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	agent := startProcEnv(t, e.srv, "capture agent", envList,
+		containerLike(c.SecurityContext.Capabilities.Add, "/bin/sh", "-c", c.Args[0])...)
+	agent.waitOutput(t, "listening on")
+
+	const connections = 5
+	base := fmt.Sprintf("http://%s:%d", realServerIP, nginxPort)
+	for k := 0; k < connections; k++ {
+		runClient(t, e.cli, "curl", "-sS", "-o", "/dev/null", fmt.Sprintf("%s/f1.txt?agent=%d", base, k))
+	}
+	// tcpdump -U writes each packet as it comes: wait until the stream
+	// holds every connection, closed (bounded: realClientTimeout).
+	var ss []*session.Session
+	deadline := time.Now().Add(realClientTimeout)
+	for {
+		mu.Lock()
+		snapshot := bytes.Clone(stream)
+		mu.Unlock()
+		ss, err = streamSessions(snapshot, nginxPort)
+		closed := 0
+		for _, s := range ss {
+			if s.End != session.EndCaptureEnd {
+				closed++
+			}
+		}
+		if err == nil && closed == connections {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v the agent's stream (%d bytes) holds %d closed sessions of %d (%v):\n%s",
+				realClientTimeout, len(snapshot), closed, connections, err, agent.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = agent.stop(t, syscall.SIGKILL) // the agent's PID namespace goes with it
+	if err := srv.proc.stop(t, syscall.SIGQUIT); err != nil {
+		t.Fatalf("nginx: %v", err)
+	}
+	clients := map[netip.Addr]bool{}
+	for _, s := range ss {
+		if s.Flags&(session.Partial|session.Holes|session.Truncated) != 0 {
+			t.Errorf("session %s: flags %s: the stream lost packets", s.Client, s.Flags)
+		}
+		if s.Server != netip.AddrPortFrom(netip.MustParseAddr(realServerIP), nginxPort) {
+			t.Errorf("session %s: server %s", s.Client, s.Server)
+		}
+		clients[s.Client.Addr()] = true
+	}
+	if len(ss) != connections || !clients[netip.MustParseAddr(realClientIP)] {
+		t.Errorf("the stream holds %d sessions from %v, want %d from %s", len(ss), clients, connections, realClientIP)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Errorf("the agent opened %d connections to the feed, want 1", conns)
 	}
 }
