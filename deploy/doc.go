@@ -12,8 +12,10 @@
 //     sidecar, the capture-agent DaemonSet and their Services and volume.
 //     manifest_test.go decodes every manifest strictly into k8s.io/api types
 //     (an unknown or duplicate field fails) and checks how they are wired
-//     together. Running the Job's pods for real, without a cluster, is
-//     TestPrivilegedKubernetesJob in cmd/tcopy-tun.
+//     together. Running them for real without a cluster is in cmd/tcopy-tun:
+//     TestPrivilegedKubernetesJob (the Job's N pods against nginx),
+//     TestPrivilegedKubernetesSidecar (the sidecar confined as a container)
+//     and TestPrivilegedKubernetesCaptureAgent (the agent's stream).
 //
 // Run with `cd deploy && go test ./...`; `make test` and `make lint` cover
 // this module too.
