@@ -126,8 +126,8 @@ type Merger struct {
 type agentState struct {
 	name      string
 	conn      io.Closer
-	queued    int   // frames waiting in the merge
-	heldBytes int   // their bytes
+	queued    int // frames waiting in the merge
+	heldBytes int // their bytes
 	space     chan struct{}
 	lastRecv  time.Time
 	stalled   bool
