@@ -7,6 +7,7 @@ import (
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/agent"
 )
 
 // report ties the intercept's Recorder to one run of the command.
@@ -72,5 +73,25 @@ func writeSummary(w io.Writer, res *runResult) {
 	fmt.Fprintln(w)
 	if cs.Warning != nil {
 		fmt.Fprintf(w, "warning:     %v\n", cs.Warning)
+	}
+	if res.agents != nil {
+		writeAgents(w, res.agents)
+	}
+}
+
+// writeAgents prints what the capture agents sent: totals, then one line
+// per agent.
+func writeAgents(w io.Writer, s *agent.Stats) {
+	fmt.Fprintf(w, "agents:      %d connected in all, %d failed, %d refused, %d stalls; %d frames merged, %d late (timestamp raised), %d cut to the snap length\n",
+		s.Accepted, s.Failed, s.Refused, s.Stalls, s.Frames, s.Late, s.Cut)
+	for _, a := range s.Agents {
+		end := a.End
+		if end == "" {
+			end = "connected at the end"
+		}
+		fmt.Fprintf(w, "  agent %s: %d frames, %d late, %d stalls; %s\n", a.Name, a.Frames, a.Late, a.Stalls, end)
+	}
+	if n := s.Accepted - len(s.Agents); n > 0 {
+		fmt.Fprintf(w, "  and %d more agents\n", n)
 	}
 }

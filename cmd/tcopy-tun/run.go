@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/agent"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
 	"github.com/tcopy-tun/tcopy-tun/tun"
@@ -46,13 +47,13 @@ func runReplay(e env, args []string) int {
 		}
 		defer stop()
 	}
-	if f.live == "" {
+	if !f.endless() {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return replayJob(ctx, e, f, nil)
 	}
-	// Live copy runs until stopped: the first SIGINT/SIGTERM (or
-	// --duration) ends the capture and lets the sessions in flight finish,
+	// Live copy (an interface, capture agents) runs until stopped: the
+	// first SIGINT/SIGTERM (or --duration) ends the capture and lets the sessions in flight finish,
 	// a second one aborts them.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -169,6 +170,7 @@ type runResult struct {
 	capStats   capture.Stats
 	buildStats session.Stats
 	seen       *serversSeen // the captured servers of the connections read, selected or not
+	agents     *agent.Stats // capture agents (--pcap-listen, --pcap tcp://), else nil
 }
 
 func (r *runResult) exitCode(ctx context.Context) int {
@@ -187,10 +189,18 @@ func (r *runResult) exitCode(ctx context.Context) int {
 
 // replayOnce replays the capture with the selection sel: --loop passes
 // over it.
-func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
-	src, err := openSource(f, sel)
+func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (res *runResult, err error) {
+	src, err := openSource(e, f, sel)
 	if err != nil {
 		return nil, inputError{err}
+	}
+	if m, ok := src.(*agent.Merger); ok {
+		defer func() {
+			st := m.Stats()
+			if res != nil {
+				res.agents = &st
+			}
+		}()
 	}
 	// replayOnce owns the source: it closes it after the last pass (and
 	// each one before the next pass opens the capture again). Only
@@ -255,7 +265,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		return nil, usageError{err}
 	}
 
-	res := &runResult{report: rep, seen: newServersSeen(sel)}
+	res = &runResult{report: rep, seen: newServersSeen(sel)}
 	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
 	var runErr error
@@ -300,7 +310,7 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		r := capture.NewReader(src, f.sourceName())
 		b := passBuilder{session.NewBuilder(scfg, sink), res.seen}
 		switch {
-		case f.live != "":
+		case f.endless():
 			// The first signal or --duration (f.stopLive) ends the live
 			// capture as the runner's own --duration does: no session
 			// starts any more (those waiting count as not started) and
@@ -522,20 +532,38 @@ func pumpDeadline(ctx context.Context, r *capture.Reader, b passBuilder, end fun
 	}
 }
 
-// openSource opens the capture file or stream, or the live interface
-// (filtered to the selected ports).
-func openSource(f *replayFlags, sel selection) (capture.Source, error) {
-	if f.live == "" {
-		return capture.Open(f.pcap)
+// openSource opens the capture file or stream, the live interface
+// (filtered to the selected ports), or the capture agents' merge.
+func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
+	switch {
+	case f.pcapListen != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Listen(f.pcapListen, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap-listen %s: %w", f.pcapListen, err)
+		}
+		logf(e, "waiting for capture agents on %s (tcpdump -U -w - ... | nc %s)", m.Addr(), strings.ReplaceAll(m.Addr().String(), ":", " "))
+		return m, nil
+	case f.pcapDial != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Dial(context.Background(), f.pcapDial, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap %s: connect to the capture agent: %w", f.pcap, err)
+		}
+		return m, nil
+	case f.live != "":
+		return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
 	}
-	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
+	return capture.Open(f.pcap)
 }
 
 // sessionConfig is the session builder's configuration from the flags; the
 // selection comes through seen (its keep is Config.Keep).
 func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
 	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout, Keep: seen.keep}
-	if f.live != "" || f.pcap == "-" {
+	if f.endless() || f.pcap == "-" {
 		// A capture that is happening: chunks are handed on when a write
 		// ends (PSH) or its merge window passes, and a connection idle
 		// for hours is still one session unless --idle-timeout says
