@@ -5,8 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -20,29 +20,29 @@ import (
 
 // replayFlags are the flags of the replay command, parsed and checked.
 type replayFlags struct {
-	pcap     string
-	live     string        // --live IFACE: copy from an interface instead of a capture
+	pcap string
+	live string // --live IFACE: copy from an interface instead of a capture
 	// Capture agents: --pcap-listen accepts them; --pcap tcp://HOST:PORT
 	// (pcapDial, resolved) connects to one.
 	pcapListen string // resolved IP:PORT
 	pcapDial   string // resolved IP:PORT, from --pcap tcp://HOST:PORT
 	agents     agent.Options
-	stopLive chan struct{} // closed to end a live capture (set by the command)
-	target   netip.AddrPort
-	server   netip.AddrPort
-	maps     map[netip.AddrPort]netip.AddrPort
-	speed    float64
-	via      string // "tun" or "socket"
-	link     netstack.LinkKind
-	tunName  string
-	mtu      int
-	nets     []netip.Prefix
-	keepIP   bool
-	forward  bool
-	runID    uint64
-	report   string
-	progress string // auto, always, never
-	quiet    bool
+	stopLive   chan struct{} // closed to end a live capture (set by the command)
+	target     netip.AddrPort
+	server     netip.AddrPort
+	maps       map[netip.AddrPort]netip.AddrPort
+	speed      float64
+	via        string // "tun" or "socket"
+	link       netstack.LinkKind
+	tunName    string
+	mtu        int
+	nets       []netip.Prefix
+	keepIP     bool
+	forward    bool
+	runID      uint64
+	report     string
+	progress   string // auto, always, never
+	quiet      bool
 
 	sessionTimeout, turnTimeout, quietTimeout, dialTimeout, idleTimeout time.Duration
 	maxSessions                                                         int

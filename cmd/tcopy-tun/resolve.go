@@ -31,7 +31,7 @@ const resolveTimeout = 5 * time.Second
 // input.
 func resolveAddrPort(s string, lookup lookupFunc) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+		return ap, nil // as typed: selections compare unmapped addresses
 	}
 	host, portStr, err := net.SplitHostPort(s)
 	if err != nil || host == "" {
@@ -98,5 +98,6 @@ func parseMapping(s string, lookup lookupFunc) (captured, target netip.AddrPort,
 	if target, err = resolveAddrPort(strings.TrimSpace(b), lookup); err != nil {
 		return captured, target, fmt.Errorf("%q: target: %w", s, err)
 	}
-	return captured, target, nil
+	unmap := func(ap netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) }
+	return unmap(captured), unmap(target), nil
 }
