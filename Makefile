@@ -13,7 +13,7 @@ TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # The Debian packages the test suite uses (`make deps` installs the missing
 # ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
 # servers and clients of the end-to-end suite, and a C compiler for -race.
-DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl \
+DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl netcat-openbsd \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
         gcc libc6-dev
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -543,7 +544,11 @@ func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--pcap-listen %s: %w", f.pcapListen, err)
 		}
-		logf(e, "waiting for capture agents on %s (tcpdump -U -w - ... | nc %s)", m.Addr(), strings.ReplaceAll(m.Addr().String(), ":", " "))
+		host, port, _ := net.SplitHostPort(m.Addr().String())
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+			host = "THIS-HOST"
+		}
+		logf(e, "waiting for capture agents on %s (on each capture host: tcpdump -U -w - 'tcp port N' | nc %s %s)", m.Addr(), host, port)
 		return m, nil
 	case f.pcapDial != "":
 		opt := f.agents
