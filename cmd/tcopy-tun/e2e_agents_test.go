@@ -290,3 +290,69 @@ func TestPrivilegedAgentsOneDisconnects(t *testing.T) {
 	assertAllIdentical(t, readReport(t, rep), 3*agentsShort)
 	x.assertClean()
 }
+
+// TestPrivilegedAgentDialed: --pcap tcp://HOST:PORT connects to an agent
+// that serves its capture (tcpdump -U -w - | nc -N -l PORT), by host name:
+// the replayer's namespace resolves prod-a.test through its own hosts
+// file (ip netns exec mounts /etc/netns/NAME/hosts over /etc/hosts), and
+// --map names the captured server by the same name and the target as
+// localhost. The run ends by itself when the agent's stream ends: every
+// session reached the target and every packet tcpdump wrote reached
+// tcopy-tun.
+func TestPrivilegedAgentDialed(t *testing.T) {
+	requireReal(t, toolGo, toolTcpdump, toolRedisServer, toolRedisCli, toolNc)
+	x := newE2E(t)
+	h := &agentHost{name: "a", ns: tuntest.NewNetns(t), ip: "10.91.1.1", replayer: "10.91.1.2", targetPort: agentsTargetPort}
+	v := tuntest.Veth(t, h.ns, x.ns, h.ip+"/24", h.replayer+"/24")
+	x.ns.SetSysctl(t, "net/ipv6/conf/"+v.B+"/disable_ipv6", "1")
+	h.prod = startLiveRedis(t, h.ns, "production a", h.ip, agentsProdPort)
+	h.target = startLiveRedis(t, x.ns, "target a", "127.0.0.1", h.targetPort)
+	etc := filepath.Join("/etc/netns", x.ns.Name)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n"+h.ip+" prod-a.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	x.snapshot()
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := h.ns.Command("tcpdump", "-U", "-n", "-i", "lo", "-w", "-", fmt.Sprintf("tcp port %d", agentsProdPort))
+	dump.Stdout = pw
+	nc := h.ns.Command("nc", "-N", "-l", agentsPort)
+	nc.Stdin = pr
+	h.nc = startProcCmd(t, "nc -l on a", nc)
+	h.dump = startProcCmd(t, "tcpdump on a", dump)
+	pr.Close()
+	pw.Close()
+	h.dump.waitOutput(t, "listening on")
+	// nc -l serves one connection: wait for its socket without a probe.
+	for deadline := time.Now().Add(realStartTimeout); !strings.Contains(h.ns.Run(t, "ss", "-ltnH"), ":"+agentsPort); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nc is not listening on %s within %v", agentsPort, realStartTimeout)
+		}
+	}
+
+	rep := filepath.Join(x.dir, "report.json")
+	p := x.start("--pcap", "tcp://prod-a.test:"+agentsPort, "--map", fmt.Sprintf("prod-a.test:%d=localhost:%d", agentsProdPort, h.targetPort),
+		"--report", rep, "--progress", "never")
+	waitStderr(t, p, "agent "+h.ip+":"+agentsPort+" connected")
+	want := map[string]string{}
+	h.short(t, 0, agentsShort, want)
+	tgt := h.target.dial(t)
+	waitKeys(t, tgt, "a", want)
+	captured := h.stopAgent(t)
+	r := p.wait(realReplayTimeout) // the stream's end ends the run
+	if r.code != exitOK {
+		t.Errorf("exit %d, want %d", r.code, exitOK)
+	}
+	if frames, end := agentFrames(t, r.stderr, h.ip); frames != captured || end != "end of stream" {
+		t.Errorf("tcopy-tun got %d frames (%s), tcpdump wrote %d", frames, end, captured)
+	}
+	assertAllIdentical(t, readReport(t, rep), agentsShort)
+	x.assertClean()
+}
