@@ -193,9 +193,15 @@ func (m *Merger) Add(name string, r io.Reader) bool {
 		m.rows = append(m.rows, a)
 	}
 	m.stats.Accepted++
-	n := len(m.active)
+	n, last := len(m.active), m.last
 	m.mu.Unlock()
-	m.opt.Logf("agent %s connected (%d connected)", name, n)
+	if last.IsZero() {
+		m.opt.Logf("agent %s connected (%d connected)", name, n)
+	} else {
+		// It joins a merge under way: what it captured before the last
+		// frame merged cannot be put in order any more.
+		m.opt.Logf("agent %s connected (%d connected), after the merge began: its frames older than %s are delivered late", name, n, last.Format(time.RFC3339Nano))
+	}
 	go m.read(a, r)
 	return true
 }
@@ -231,6 +237,14 @@ func (m *Merger) push(a *agentState, f capture.Frame) bool {
 	it := &item{f: f, a: a}
 	it.f.Data = append([]byte(nil), data...)
 	m.mu.Lock()
+	a.lastRecv = time.Now()
+	if a.stalled {
+		// Said before the frame can go out, so the log reads in order.
+		a.stalled = false
+		m.mu.Unlock()
+		m.opt.Logf("agent %s: sending again", a.name)
+		m.mu.Lock()
+	}
 	for a.heldBytes > 0 && a.heldBytes+len(data) > m.opt.AgentBuffer && !m.closed {
 		// Full: the merge must move on (ready sees the pressure) before
 		// this agent is read further, which backs its connection up.
@@ -259,13 +273,7 @@ func (m *Merger) push(a *agentState, f capture.Frame) bool {
 		a.st.Cut++
 		m.stats.Cut++
 	}
-	a.lastRecv = now
-	resumed := a.stalled
-	a.stalled = false
 	m.mu.Unlock()
-	if resumed {
-		m.opt.Logf("agent %s: sending again", a.name)
-	}
 	m.signal()
 	return true
 }

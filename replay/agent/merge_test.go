@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -144,6 +145,9 @@ func TestMergeTwoAgentsInTimeOrder(t *testing.T) {
 	if g := read(t, m, 2); !equal(g, []got{{7, 'b'}, {8, 'a'}}) {
 		t.Fatalf("after the ends: %v", g)
 	}
+	for m.Stats().Connected > 0 { // a's end may come after its last frame went out
+		time.Sleep(time.Millisecond)
+	}
 	m.Close()
 	wantEOF(t, m)
 	s := m.Stats()
@@ -175,7 +179,13 @@ func TestMergeIdleAgentDelaysByWindowOnly(t *testing.T) {
 // A frame older than one already delivered (an agent that connects late,
 // or whose clock is behind) is delivered, its time raised, and counted.
 func TestMergeLateFrameCountedNotLost(t *testing.T) {
-	m := NewMerger("test", Options{Window: 5 * time.Millisecond})
+	var mu sync.Mutex
+	var logs []string
+	m := NewMerger("test", Options{Window: 5 * time.Millisecond, Logf: func(f string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logs = append(logs, fmt.Sprintf(f, a...))
+	}})
 	defer m.Close()
 	a := addAgent(t, m, "a")
 	a.frames('a', 100)
@@ -192,6 +202,11 @@ func TestMergeLateFrameCountedNotLost(t *testing.T) {
 	s := m.Stats()
 	if s.Late != 1 || s.Agents[1].Late != 1 || s.Agents[0].Late != 0 {
 		t.Errorf("late %d (agents %+v), want 1, of the late agent", s.Late, s.Agents)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(strings.Join(logs, "\n"), "agent late connected (2 connected), after the merge began: its frames older than 2026-01-02T03:04:05.1Z are delivered late") {
+		t.Errorf("logs %q", logs)
 	}
 }
 
@@ -222,7 +237,13 @@ func TestMergeFailingAgentDoesNotStopOthers(t *testing.T) {
 	if g := read(t, m, 3); !equal(g, []got{{1, 'g'}, {2, 'c'}, {4, 'g'}}) {
 		t.Fatalf("got %v", g)
 	}
-	for m.Stats().Connected > 0 {
+	// Each end is logged once its agent has gone (after Stats shows it).
+	ends := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Count(strings.Join(logs, "\n"), "the others go on")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ends() < 3 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	m.Close()
@@ -231,16 +252,14 @@ func TestMergeFailingAgentDoesNotStopOthers(t *testing.T) {
 	if s.Failed != 1 {
 		t.Errorf("failed %d, want 1 (the junk stream)", s.Failed)
 	}
-	ends := map[string]string{}
+	how := map[string]string{}
 	for _, a := range s.Agents {
-		ends[a.Name] = a.End
+		how[a.Name] = a.End
 	}
-	if !strings.Contains(ends["junk"], "not a pcap") || !strings.Contains(ends["cut"], "disconnected") || ends["good"] != "end of stream" {
-		t.Errorf("ends %q", ends)
+	if !strings.Contains(how["junk"], "not a pcap") || !strings.Contains(how["cut"], "disconnected") || how["good"] != "end of stream" {
+		t.Errorf("ends %q", how)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n := strings.Count(strings.Join(logs, "\n"), "the others go on"); n != 3 {
+	if n := ends(); n != 3 {
 		t.Errorf("%d end lines logged, want 3: %q", n, logs)
 	}
 }
