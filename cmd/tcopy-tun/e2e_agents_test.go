@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -173,6 +174,22 @@ func agentFrames(t *testing.T, stderr, ip string) (int, string) {
 	return n, m[2]
 }
 
+// readAgentsReport reads the "agents" member of a JSON report.
+func readAgentsReport(t *testing.T, file string) agentsJSON {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Agents *agentsJSON `json:"agents"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Agents == nil {
+		t.Fatalf("report %s: %v; agents %v", file, err, r.Agents)
+	}
+	return *r.Agents
+}
+
 // TestPrivilegedAgentsTwoHosts: online copy from two capture hosts. Each
 // production host has a redis-server, redis-cli clients and an agent
 // streaming its capture over TCP to tcopy-tun --pcap-listen in a third
@@ -242,6 +259,10 @@ func TestPrivilegedAgentsTwoHosts(t *testing.T) {
 		t.Errorf("the summary's agents line is missing or counts otherwise:\n%s", r.stderr)
 	}
 	assertAllIdentical(t, readReport(t, rep), 2*agentsShort+1)
+	ra := readAgentsReport(t, rep)
+	if ra.Accepted != 2 || ra.Failed != 0 || ra.Late != 0 || len(ra.List) != 2 || ra.Frames != int64(captured[0]+captured[1]) {
+		t.Errorf("report's agents: %+v; want 2 accepted, none failed or late, %d+%d frames", ra, captured[0], captured[1])
+	}
 	x.assertClean()
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/replay"
@@ -35,6 +36,50 @@ func (r *report) observer() replay.Observer { return r.rec }
 // finish snapshots the report once the replay is over.
 func (r *report) finish(res *runResult) {
 	r.out = r.rec.Report(res.summary)
+}
+
+// addAgents adds the capture agents' counters to the report, as "agents".
+func (r *report) addAgents(s *agent.Stats) {
+	if r.out == nil || s == nil {
+		return
+	}
+	j := agentsJSON{Accepted: s.Accepted, Failed: s.Failed, Refused: s.Refused, Stalls: s.Stalls,
+		Frames: s.Frames, Late: s.Late, Cut: s.Cut, MaxHeldBytes: s.MaxHeld, List: []agentJSON{}}
+	for _, a := range s.Agents {
+		row := agentJSON{Name: a.Name, Connected: a.Connected.UTC().Format(time.RFC3339Nano), End: a.End,
+			Frames: a.Frames, Bytes: a.Bytes, Late: a.Late, Cut: a.Cut, Stalls: a.Stalls}
+		if !a.Ended.IsZero() {
+			row.Ended = a.Ended.UTC().Format(time.RFC3339Nano)
+		}
+		j.List = append(j.List, row)
+	}
+	r.out.Extras = append(r.out.Extras, intercept.Extra{Name: "agents", Value: j})
+}
+
+// agentsJSON is the report's "agents" member (--pcap-listen, --pcap
+// tcp://): totals, then the first 256 agents in connection order.
+type agentsJSON struct {
+	Accepted     int         `json:"accepted"`
+	Failed       int         `json:"failed"`
+	Refused      int         `json:"refused"`
+	Stalls       int         `json:"stalls"`
+	Frames       int64       `json:"frames"`
+	Late         int64       `json:"late"`
+	Cut          int64       `json:"cut"`
+	MaxHeldBytes int64       `json:"max_held_bytes"`
+	List         []agentJSON `json:"list"`
+}
+
+type agentJSON struct {
+	Name      string `json:"name"`
+	Connected string `json:"connected"`
+	Ended     string `json:"ended,omitempty"`
+	End       string `json:"end"` // "" while connected
+	Frames    int64  `json:"frames"`
+	Bytes     int64  `json:"bytes"`
+	Late      int64  `json:"late"`
+	Cut       int64  `json:"cut"`
+	Stalls    int    `json:"stalls"`
 }
 
 // writeReport writes the JSON report to a file, or to stdout for "-".

@@ -190,19 +190,12 @@ func (r *runResult) exitCode(ctx context.Context) int {
 
 // replayOnce replays the capture with the selection sel: --loop passes
 // over it.
-func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (res *runResult, err error) {
+func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
 	src, err := openSource(e, f, sel)
 	if err != nil {
 		return nil, inputError{err}
 	}
-	if m, ok := src.(*agent.Merger); ok {
-		defer func() {
-			st := m.Stats()
-			if res != nil {
-				res.agents = &st
-			}
-		}()
-	}
+
 	// replayOnce owns the source: it closes it after the last pass (and
 	// each one before the next pass opens the capture again). Only
 	// pumpLive ends a live source earlier, itself (see there). A source
@@ -266,7 +259,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (res 
 		return nil, usageError{err}
 	}
 
-	res = &runResult{report: rep, seen: newServersSeen(sel)}
+	res := &runResult{report: rep, seen: newServersSeen(sel)}
 	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
 	var runErr error
@@ -293,6 +286,12 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (res 
 	prog.stop()
 	res.summary = runner.Summary()
 	rep.finish(res)
+	if m, ok := src.(*agent.Merger); ok {
+		m.Close() // ended by the pass already, unless it failed; Stats then has every end
+		st := m.Stats()
+		res.agents = &st
+		rep.addAgents(res.agents)
+	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
 	}

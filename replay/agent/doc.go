@@ -46,5 +46,6 @@
 // SetReadDeadline are called by one goroutine; Close and Stats may be
 // called from any goroutine, also while ReadFrame waits: after Close,
 // ReadFrame delivers the frames still waiting, then io.EOF. Close is
-// idempotent.
+// idempotent; it waits (up to a second) for the readers to end, so that
+// Stats then says how each agent ended.
 package agent

@@ -106,6 +106,7 @@ type Merger struct {
 	opt  Options
 	name string
 	wake chan struct{} // a frame arrived, an agent ended, or Close
+	wg   sync.WaitGroup // the agents' readers
 
 	mu       sync.Mutex
 	q        frameQueue
@@ -202,6 +203,7 @@ func (m *Merger) Add(name string, r io.Reader) bool {
 		// frame merged cannot be put in order any more.
 		m.opt.Logf("agent %s connected (%d connected), after the merge began: its frames older than %s are delivered late", name, n, last.Format(time.RFC3339Nano))
 	}
+	m.wg.Add(1)
 	go m.read(a, r)
 	return true
 }
@@ -209,6 +211,7 @@ func (m *Merger) Add(name string, r io.Reader) bool {
 // read is an agent's reader goroutine: it feeds the agent's frames to the
 // merge until its stream ends or fails.
 func (m *Merger) read(a *agentState, r io.Reader) {
+	defer m.wg.Done()
 	src, err := capture.NewSource(r, a.name)
 	if err == nil {
 		for {
@@ -294,6 +297,8 @@ func (m *Merger) finish(a *agentState, err error) {
 	closing := m.closed
 	clean := err == nil || errors.Is(err, io.EOF) || closing
 	switch {
+	case closing:
+		a.st.End = "closed at the end of the run"
 	case clean:
 		a.st.End = "end of stream"
 	case errors.Is(err, capture.ErrTruncated):
@@ -483,8 +488,23 @@ func (m *Merger) Close() error {
 		c.Close()
 	}
 	m.signal()
+	// The readers end once their connections are closed; waiting for them
+	// (briefly: a reader of something that Close cannot close may not end)
+	// makes Stats say how each agent ended.
+	done := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+	}
 	return nil
 }
+
+// closeWait bounds how long Close waits for the agents' readers.
+const closeWait = time.Second
 
 // Stats returns the counters so far (a copy).
 func (m *Merger) Stats() Stats {
