@@ -105,7 +105,7 @@ type Stats struct {
 type Merger struct {
 	opt  Options
 	name string
-	wake chan struct{} // a frame arrived, an agent ended, or Close
+	wake chan struct{}  // a frame arrived, an agent ended, or Close
 	wg   sync.WaitGroup // the agents' readers
 
 	mu       sync.Mutex
