@@ -300,7 +300,7 @@ func TestPrivilegedAgentsOneDisconnects(t *testing.T) {
 	if _, end := agentFrames(t, r.stderr, b.ip); end == "connected at the end" {
 		t.Errorf("agent on b: %q, want how it ended", end)
 	}
-	if !regexp.MustCompile(`agent ` + regexp.QuoteMeta(b.ip) + `:\d+.*disconnected after \d+ frames \(1 connected\); the others go on`).MatchString(r.stderr) {
+	if !regexp.MustCompile(`agent ` + regexp.QuoteMeta(b.ip) + `:\d+: .*disconnected after \d+ frames \(1 connected\); the others go on`).MatchString(r.stderr) {
 		t.Errorf("no log line for b's disconnection:\n%s", r.stderr)
 	}
 	for i, h := range hosts {

@@ -3,6 +3,7 @@ package agent
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -307,16 +308,23 @@ func (m *Merger) finish(a *agentState, err error) {
 		a.st.End = err.Error()
 		m.stats.Failed++
 	}
-	frames, left := a.st.Frames, len(m.active)
+	frames, left, noMore := a.st.Frames, len(m.active), m.noMore
 	m.mu.Unlock()
 	m.signal()
 	if closing {
 		return
 	}
-	if clean {
-		m.opt.Logf("agent %s disconnected after %d frames (%d connected); the others go on", a.name, frames, left)
-	} else {
-		m.opt.Logf("agent %s: %s; disconnected after %d frames (%d connected); the others go on", a.name, a.st.End, frames, left)
+	what := fmt.Sprintf("disconnected after %d frames", frames)
+	if !clean {
+		what = a.st.End + "; " + what
+	}
+	switch {
+	case noMore:
+		m.opt.Logf("agent %s: %s", a.name, what)
+	case left > 0:
+		m.opt.Logf("agent %s: %s (%d connected); the others go on", a.name, what, left)
+	default:
+		m.opt.Logf("agent %s: %s (0 connected); waiting for agents", a.name, what)
 	}
 }
 
