@@ -98,7 +98,7 @@ func (h *agentHost) startAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dump := h.ns.Command("tcpdump", "-U", "-n", "-i", "lo", "-w", "-", fmt.Sprintf("tcp port %d", agentsProdPort))
+	dump := h.ns.Command("tcpdump", "-U", "--immediate-mode", "-n", "-i", "lo", "-w", "-", fmt.Sprintf("tcp port %d", agentsProdPort))
 	dump.Stdout = pw
 	nc := h.ns.Command("nc", "-N", h.replayer, agentsPort)
 	nc.Stdin = pr
@@ -255,6 +255,11 @@ func TestPrivilegedAgentsTwoHosts(t *testing.T) {
 			t.Errorf("target %s: DBSIZE %d, %v; want %d", h.name, n, err, len(want[i]))
 		}
 	}
+	if m := regexp.MustCompile(`live: +lag from capture to write .*`).FindString(r.stderr); m == "" {
+		t.Errorf("no live lag line in the summary (agents are a live source)")
+	} else {
+		t.Logf("%s", m)
+	}
 	if !strings.Contains(r.stderr, "agents:      2 connected in all, 0 failed, 0 refused") {
 		t.Errorf("the summary's agents line is missing or counts otherwise:\n%s", r.stderr)
 	}
@@ -342,7 +347,7 @@ func TestPrivilegedAgentDialed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dump := h.ns.Command("tcpdump", "-U", "-n", "-i", "lo", "-w", "-", fmt.Sprintf("tcp port %d", agentsProdPort))
+	dump := h.ns.Command("tcpdump", "-U", "--immediate-mode", "-n", "-i", "lo", "-w", "-", fmt.Sprintf("tcp port %d", agentsProdPort))
 	dump.Stdout = pw
 	nc := h.ns.Command("nc", "-N", "-l", agentsPort)
 	nc.Stdin = pr

@@ -100,8 +100,8 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.Usage = func() {}
 	var maps, nets listValue
 	var speed, shard, link string
-	fs.StringVar(&f.pcap, "pcap", "", "capture to replay: a pcap or pcapng file (gzip or zstd too), - for standard input,\nor tcp://HOST:PORT: connect to a capture agent that serves a stream (tcpdump -U -w - | nc -N -l PORT)")
-	fs.StringVar(&af.listen, "pcap-listen", "", "accept capture agents (tcpdump -U -w - | nc -N HOST PORT) on `ADDR`: PORT (on 127.0.0.1), HOST:PORT, or :PORT (every address);\ntheir streams are merged into one live replay until SIGINT or --duration (README: \"Capture agents\"; the usual port is 57012)")
+	fs.StringVar(&f.pcap, "pcap", "", "capture to replay: a pcap or pcapng file (gzip or zstd too), - for standard input,\nor tcp://HOST:PORT: connect to a capture agent that serves a stream (tcpdump -U --immediate-mode -w - | nc -N -l PORT)")
+	fs.StringVar(&af.listen, "pcap-listen", "", "accept capture agents (tcpdump -U --immediate-mode -w - | nc -N HOST PORT) on `ADDR`: PORT (on 127.0.0.1), HOST:PORT, or :PORT (every address);\ntheir streams are merged into one live replay until SIGINT or --duration (README: \"Capture agents\"; the usual port is 57012)")
 	fs.Var(&af.allow, "pcap-allow", "agents `PREFIX` may connect from (e.g. 10.0.0.0/8); repeatable (default: loopback only, which an address other than loopback requires you to change)")
 	fs.DurationVar(&f.agents.Window, "pcap-window", agent.DefaultWindow, "how long an agent's packet may wait for an earlier one from another agent (the merge's reordering window)")
 	fs.IntVar(&f.agents.MaxAgents, "pcap-max-agents", agent.DefaultMaxAgents, "agents connected at once at most (more are refused)")

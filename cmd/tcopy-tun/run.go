@@ -243,7 +243,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Sample:         f.sample,
 		Shard:          f.shard,
 		Duration:       f.duration,
-		Live:           f.live != "",
+		Live:           f.endless(), // an interface or capture agents: never make the capture wait
 		Observer:       rep.observer(),
 		Logf:           func(format string, args ...any) { logf(e, format, args...) },
 	}
@@ -547,7 +547,7 @@ func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
 		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
 			host = "THIS-HOST"
 		}
-		logf(e, "waiting for capture agents on %s (on each capture host: tcpdump -U -w - 'tcp port N' | nc -N %s %s)", m.Addr(), host, port)
+		logf(e, "waiting for capture agents on %s (on each capture host: tcpdump -U --immediate-mode -w - 'tcp port N' | nc -N %s %s)", m.Addr(), host, port)
 		return m, nil
 	case f.pcapDial != "":
 		opt := f.agents

@@ -1,5 +1,5 @@
 // Package agent receives captures from capture agents over TCP
-// ("PCAP-over-IP": tcpdump -U -w - | nc replayer 57012) and merges them,
+// ("PCAP-over-IP": tcpdump -U --immediate-mode -w - | nc replayer 57012) and merges them,
 // in timestamp order, into one capture.Source for one replay.
 //
 // What it owns:

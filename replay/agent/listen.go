@@ -97,7 +97,7 @@ func (m *Merger) allowed(a net.Addr) bool {
 const DialTimeout = 10 * time.Second
 
 // Dial connects to an agent that serves a capture stream on addr
-// (nc -l -p PORT behind tcpdump -U -w -). The Merger ends (io.EOF) when
+// (nc -N -l PORT behind tcpdump -U --immediate-mode -w -). The Merger ends (io.EOF) when
 // the stream ends.
 func Dial(ctx context.Context, addr string, opt Options) (*Merger, error) {
 	d := net.Dialer{Timeout: DialTimeout}
