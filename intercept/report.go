@@ -40,6 +40,9 @@ type OutcomeCounts struct {
 	Deviation int64 `json:"deviation"`
 	Canceled  int64 `json:"canceled"`
 	Other     int64 `json:"other"`
+	// Incomplete: the capture lacked what the session needed (lost
+	// packets); not a failure of the target.
+	Incomplete int64 `json:"capture_incomplete"`
 }
 
 // MatchCounts count sessions by Match.
@@ -83,6 +86,8 @@ func (t *Totals) count(rw *row) {
 		o.Deviation++
 	case replay.Canceled:
 		o.Canceled++
+	case replay.Incomplete:
+		o.Incomplete++
 	default:
 		o.Other++
 	}
@@ -179,6 +184,7 @@ type DeviationsRow struct {
 	QuietTurns    int `json:"quiet_turns"`
 	EarlyClose    int `json:"early_close"`
 	CloseTimeouts int `json:"close_timeouts"`
+	LostTurns     int `json:"lost_turns"`
 }
 
 func (rw *row) export() Row {
@@ -195,7 +201,7 @@ func (rw *row) export() Row {
 		CapturedClientBytes: rw.capClientBytes, CapturedServerBytes: rw.capServerBytes,
 		Match: rw.match.String(), FirstDiff: rw.firstDiff,
 		DiffCaptured: rw.diffCaptured, DiffReplayed: rw.diffReplayed,
-		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3])},
+		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3]), int(rw.dev[4])},
 	}
 	if rw.dialed {
 		r.EndReplayed = rw.endRep.String()

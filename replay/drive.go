@@ -59,6 +59,8 @@ type sessRun struct {
 	readDone   bool        // the read side has ended
 	short      int64       // captured server bytes the target did not send (quiet turns)
 	sentAt     int64       // target bytes received when the last chunk was written
+	sentEnd    int64       // client stream offset after the last chunk written
+	lossy      bool        // a turn followed client bytes the capture lost (LostTurns)
 	closedByUs atomic.Bool // set before Close/Abort: later read errors are ours
 }
 
@@ -89,9 +91,6 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 
 	r := &sr.res
 	r.Finish = p.clock.Now()
-	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
-		r.Outcome = Deviation
-	}
 	p.mu.Lock()
 	f := c.f
 	if r.Tail == nil {
@@ -101,7 +100,19 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	if f.overflow {
 		r.Dropped = f.dropped
 	}
+	holes := f.holes
 	p.mu.Unlock()
+	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
+		r.Outcome = Deviation
+		if sr.lossy || holes {
+			// The capture lost bytes of this session: what the target
+			// did differently may well be what it was never sent.
+			r.Outcome = Incomplete
+		}
+	}
+	if r.Err == nil && r.Outcome == OK && sr.lossy {
+		r.Outcome = Incomplete
+	}
 	st.outcomes[r.Outcome].Add(1)
 	st.bytesSent.Add(r.BytesSent)
 	st.bytesReceived.Add(r.BytesReceived)
@@ -111,6 +122,7 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	st.quietTurns.Add(int64(d.QuietTurns))
 	st.earlyClose.Add(int64(d.EarlyClose))
 	st.closeTimeouts.Add(int64(d.CloseTimeouts))
+	st.lostTurns.Add(int64(d.LostTurns))
 	if sr.obs != nil {
 		sr.pumpCaptured()
 		sr.obs.Done(r)
@@ -375,7 +387,8 @@ func (sr *sessRun) play() error {
 			turnStart = later(turnStart, sr.clock.Now())
 		}
 		need := max(c.ServerBytesBefore-sr.short, prev)
-		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev)
+		lost := c.StreamOffset > sr.sentEnd // client bytes before it were never captured
+		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev, lost)
 		if err == errTargetClosed {
 			sr.targetClosedEnd()
 			return nil
@@ -395,6 +408,7 @@ func (sr *sessRun) play() error {
 			return sr.writeError(i, err)
 		}
 		sr.res.ChunksSent++
+		sr.sentEnd = c.StreamOffset + int64(len(c.Data))
 		prev = need
 		turnStart = sr.clock.Now()
 	}
@@ -426,7 +440,13 @@ func (sr *sessRun) writeError(i int, err error) error {
 // answered part of the turn (more than prev), has been quiet for
 // QuietTimeout, or has answered nothing for TurnTimeout. It returns when the
 // chunk became due, for the lateness measure.
-func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Time, error) {
+//
+// lost says that client bytes before this turn were never captured: the
+// need may count answers to them, which the target was never asked for.
+// Such a turn gives up after QuietTimeout whether or not the target
+// answered part of it (a LostTurn), so that a session hurt by capture loss
+// does not hold its peers and successors for a TurnTimeout.
+func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64, lost bool) (time.Time, error) {
 	cfg, rx := sr.cfg, &sr.rx
 	sr.drainReady()
 	// A target whose earlier answers were shorter than captured is behind
@@ -458,13 +478,23 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		}
 		quiet := rx.answered
 		deadline := timeReady.Add(cfg.TurnTimeout)
-		if quiet {
+		switch {
+		case lost && quiet:
+			deadline = later(timeReady, rx.last).Add(cfg.QuietTimeout)
+		case lost:
+			deadline = timeReady.Add(cfg.QuietTimeout)
+		case quiet:
 			deadline = rx.last.Add(cfg.QuietTimeout)
 		}
 		now := sr.clock.Now()
 		if !now.Before(deadline) {
-			if quiet {
-				sr.res.Deviations.QuietTurns++
+			if quiet || lost {
+				if lost {
+					sr.res.Deviations.LostTurns++
+					sr.lossy = true
+				} else {
+					sr.res.Deviations.QuietTurns++
+				}
 				if rx.n < need {
 					sr.short += need - rx.n
 					sr.c.advance(need - rx.n) // peers waiting for this turn go on too
@@ -533,14 +563,32 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	cfg := sr.cfg
 	end := sr.capturedEnd()
 	need, at := prev, turnStart
+	lost := false // client bytes after the last chunk were never captured
 	if t := sr.tail; t != nil && !sr.cut {
 		// A client that closed first waits only for what it had received
 		// when it closed; what the server sent after the client's FIN is
 		// drained after ours.
 		need = max(t.ServerBytes-t.ServerBytesAfterClose-sr.short, prev)
 		at = sr.start.Add(cfg.scale(t.Duration))
+		lost = t.ClientBytes > sr.sentEnd
 	}
-	_, err := sr.waitTurn(at, turnStart, need, prev)
+	if lost && sr.res.BytesSent == 0 {
+		// The capture lost every client byte: the target was sent nothing
+		// and has nothing to answer, and the session changed nothing that
+		// later sessions could wait for. Close now (at its time).
+		sr.res.Deviations.LostTurns++
+		sr.lossy = true
+		if cfg.paced() {
+			if d := at.Sub(sr.clock.Now()); d > 0 {
+				if err := sr.sleep(d); err != nil {
+					return err
+				}
+			}
+		}
+		sr.res.End = session.EndClientFIN
+		return nil
+	}
+	_, err := sr.waitTurn(at, turnStart, need, prev, lost)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()
 		return nil
@@ -560,6 +608,12 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 
 	switch end {
 	case session.EndServerFIN, session.EndServerRST:
+		if sr.lossy && sr.rx.n == 0 {
+			// Nothing the target was sent asked it to answer or close
+			// (the capture lost the client's bytes): close ourselves.
+			sr.res.End = session.EndClientFIN
+			break
+		}
 		if sr.waitClosed() {
 			if sr.rx.err != nil && end != session.EndServerRST {
 				return fmt.Errorf("read: %w", sr.rx.err)

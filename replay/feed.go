@@ -58,6 +58,7 @@ type feed struct {
 	shed     bool // past the budget: copies that were not running never start
 	overflow bool // live: bytes were dropped; the session ends where they begin
 	dropped  int64
+	holes    bool // the capture lost bytes of the session (so far)
 
 	copies []*copyRun
 	open   int // copies not done
@@ -246,8 +247,13 @@ func (f *feed) Server(off int64, data []byte) {
 
 // Hole: the replay sends the bytes around a hole as captured (the chunks'
 // stream offsets show it); the observer sees it as a jump in Captured's
-// offsets.
-func (f *feed) Hole(session.Hole) {}
+// offsets. It is noted for the outcome: a session that departs from a
+// capture with holes is Incomplete, also before its Tail says so.
+func (f *feed) Hole(session.Hole) {
+	f.p.mu.Lock()
+	f.holes = true
+	f.p.mu.Unlock()
+}
 
 // End takes the session's Tail: the copies may now decide what needs it,
 // and the session joins the causal order by its end.

@@ -66,6 +66,7 @@ type stats struct {
 	outcomes                                               [len(outcomeNames)]atomic.Int64
 	bytesSent, bytesReceived, chunksSent                   atomic.Int64
 	turnTimeouts, quietTurns, earlyClose, closeTimeouts    atomic.Int64
+	lostTurns                                              atomic.Int64
 	chunkLate, startLate, liveLag                          histogram
 	shed, droppedSessions, droppedBytes, peerTimeouts      atomic.Int64
 }
@@ -247,12 +248,12 @@ func (r *Runner) Summary() *Summary {
 		RunID: r.runID, Speed: r.cfg.Speed,
 		Read: st.read.Load(), Skipped: st.skipped.Load(), Unmapped: st.unmapped.Load(),
 		Planned: st.planned.Load(), Replayed: st.replayed.Load(), NotStarted: st.notStarted.Load(),
-		Succeeded: o(OK),
+		Succeeded: o(OK), Incomplete: o(Incomplete),
 		Failed: Failures{Refused: o(Refused), Reset: o(Reset), Timeout: o(Timeout),
 			Deviation: o(Deviation), Canceled: o(Canceled), Other: o(Other)},
 		BytesSent: st.bytesSent.Load(), BytesReceived: st.bytesReceived.Load(), ChunksSent: st.chunksSent.Load(),
 		Deviations: DeviationTotals{TurnTimeouts: st.turnTimeouts.Load(), QuietTurns: st.quietTurns.Load(),
-			EarlyClose: st.earlyClose.Load(), CloseTimeouts: st.closeTimeouts.Load()},
+			EarlyClose: st.earlyClose.Load(), CloseTimeouts: st.closeTimeouts.Load(), LostTurns: st.lostTurns.Load()},
 		ChunkLateness: st.chunkLate.summary(), StartLateness: st.startLate.summary(),
 		LiveLag: st.liveLag.summary(),
 		Shed:    st.shed.Load(), DroppedSessions: st.droppedSessions.Load(), DroppedBytes: st.droppedBytes.Load(),

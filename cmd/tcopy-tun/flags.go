@@ -22,6 +22,8 @@ import (
 type replayFlags struct {
 	pcap string
 	live string // --live IFACE: copy from an interface instead of a capture
+	// --live-buffer: the packet socket's receive buffer in bytes
+	liveBuf int
 	// Capture agents: --pcap-listen accepts them; --pcap tcp://HOST:PORT
 	// (pcapDial, resolved) connects to one.
 	pcapListen string // resolved IP:PORT
@@ -80,6 +82,48 @@ func (v addrPortValue) Set(s string) error {
 	return nil
 }
 
+// sizeValue parses a byte count with an optional binary suffix: 65536,
+// 64KiB, 32MiB, 1GiB (K, M, G and KB, MB, GB mean the same powers of two).
+type sizeValue struct{ p *int }
+
+func (v sizeValue) String() string {
+	if v.p == nil || *v.p == 0 {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v sizeValue) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*v.p = n
+	return nil
+}
+
+func parseSize(s string) (int, error) {
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToLower(s[len(num):])
+	mult := 1
+	switch unit {
+	case "", "b":
+	case "k", "kb", "kib":
+		mult = 1 << 10
+	case "m", "mb", "mib":
+		mult = 1 << 20
+	case "g", "gb", "gib":
+		mult = 1 << 30
+	default:
+		return 0, fmt.Errorf("%q: want a size such as 65536, 256KiB or 32MiB", s)
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 || n > (1<<31-1)/mult {
+		return 0, fmt.Errorf("%q: want a size from 1 byte to 2GiB, such as 256KiB or 32MiB", s)
+	}
+	return n * mult, nil
+}
+
 // listValue collects repeated string flags.
 type listValue []string
 
@@ -100,6 +144,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.Usage = func() {}
 	var maps, nets listValue
 	var speed, shard, link string
+	liveBuf := sizeValue{p: &f.liveBuf}
 	fs.StringVar(&f.pcap, "pcap", "", "capture to replay: a pcap or pcapng file (gzip or zstd too), - for standard input,\nor tcp://HOST:PORT: connect to a capture agent that serves a stream (tcpdump -U --immediate-mode -w - | nc -N -l PORT)")
 	fs.StringVar(&af.listen, "pcap-listen", "", "accept capture agents (tcpdump -U --immediate-mode -w - | nc -N HOST PORT) on `ADDR`: PORT (on 127.0.0.1), HOST:PORT, or :PORT (every address);\ntheir streams are merged into one live replay until SIGINT or --duration (README: \"Capture agents\"; the usual port is 57012)")
 	fs.Var(&af.allow, "pcap-allow", "agents `PREFIX` may connect from (e.g. 10.0.0.0/8); repeatable (default: loopback only, which an address other than loopback requires you to change)")
@@ -108,6 +153,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.IntVar(&f.agents.AgentBuffer, "pcap-agent-buffer", agent.DefaultAgentBuffer, "bytes of one agent's packets waiting in the merge at most (then its connection waits)")
 	fs.IntVar(&f.agents.SnapLen, "pcap-snaplen", agent.DefaultSnapLen, "bytes kept of each packet from an agent at most")
 	fs.StringVar(&f.live, "live", "", "copy live traffic from network interface `IFACE` (AF_PACKET; needs CAP_NET_RAW) instead of a capture; runs until SIGINT or --duration")
+	fs.Var(liveBuf, "live-buffer", "kernel buffer of the live capture, `SIZE` in bytes (KiB, MiB, GiB suffixes): what it holds while the replay is busy before it drops packets (default 32MiB; past net.core.rmem_max it needs CAP_NET_ADMIN)")
 	fs.Var(addrPortValue{&f.target, lookup}, "target", "where to replay: `HOST:PORT` of the server under test (localhost is 127.0.0.1)")
 	fs.Var(addrPortValue{&f.server, lookup}, "server", "the captured server to replay, `HOST:PORT` (default: the one whose port matches --target, or the only one)")
 	fs.Var(&maps, "map", "replay a captured server onto a target, `CAPTURED=TARGET` (HOST:PORT=HOST:PORT); repeatable")
@@ -243,6 +289,9 @@ func parseReplayFlagsLookup(args []string, out io.Writer, lookup lookupFunc) (*r
 	}
 	if f.maxSessions < 1 || f.multiply < 1 || f.loop < 1 {
 		return nil, fmt.Errorf("--max-sessions, --multiply and --loop want a number of at least 1")
+	}
+	if f.liveBuf != 0 && f.live == "" {
+		return nil, fmt.Errorf("--live-buffer sizes the buffer of --live; a capture file or stream needs none")
 	}
 	if f.endless() && f.loop != 1 {
 		return nil, fmt.Errorf("--loop cannot repeat a live capture")

@@ -54,8 +54,8 @@ func runReplay(e env, args []string) int {
 		return replayJob(ctx, e, f, nil)
 	}
 	// Live copy (an interface, capture agents) runs until stopped: the
-	// first SIGINT/SIGTERM (or --duration) ends the capture and lets the sessions in flight finish,
-	// a second one aborts them.
+	// first SIGINT/SIGTERM (or --duration) ends the capture and lets the
+	// sessions in flight finish, a second one aborts them.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f.stopLive = make(chan struct{})
@@ -195,7 +195,6 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 	if err != nil {
 		return nil, inputError{err}
 	}
-
 	// replayOnce owns the source: it closes it after the last pass (and
 	// each one before the next pass opens the capture again). Only
 	// pumpLive ends a live source earlier, itself (see there). A source
@@ -208,15 +207,6 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 			src.Close()
 		}
 	}()
-	if f.live != "" {
-		defer func() {
-			if dc, ok := src.(capture.DropCounter); ok {
-				if n, err := dc.Drops(); err == nil && n > 0 {
-					logf(e, "warning: the kernel dropped %d packets of the live capture on %s: those sessions may be incomplete", n, f.live)
-				}
-			}
-		}()
-	}
 
 	dialer, cleanup, err := setupPath(e, f)
 	if err != nil {
@@ -285,6 +275,14 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 	}
 	prog.stop()
 	res.summary = runner.Summary()
+	if dc, ok := src.(capture.DropCounter); ok {
+		// Read after the capture stopped: the count is final.
+		if n, err := dc.Drops(); err == nil && n > 0 {
+			res.summary.CaptureDrops = int64(n)
+			logf(e, "warning: the kernel dropped %d packets of the live capture on %s (--live-buffer %s was full): the sessions they hurt are marked capture-incomplete or carry holes in the report",
+				n, f.live, byteSizeFlag(f.liveBuf))
+		}
+	}
 	rep.finish(res)
 	if m, ok := src.(*agent.Merger); ok {
 		m.Close() // ended by the pass already, unless it failed; Stats then has every end
@@ -558,7 +556,7 @@ func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
 		}
 		return m, nil
 	case f.live != "":
-		return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
+		return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports(), BufferSize: f.liveBuf})
 	}
 	return capture.Open(f.pcap)
 }
@@ -685,4 +683,18 @@ func debugf(e env, format string, args ...any) {
 	if os.Getenv("TCOPY_TUN_DEBUG") != "" {
 		logf(e, format, args...)
 	}
+}
+
+// byteSizeFlag shows a --live-buffer value (0: the default).
+func byteSizeFlag(n int) string {
+	if n == 0 {
+		n = capture.DefaultLiveBuffer
+	}
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprint(n)
 }
