@@ -150,7 +150,8 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.Var(&af.allow, "pcap-allow", "agents `PREFIX` may connect from (e.g. 10.0.0.0/8); repeatable (default: loopback only, which an address other than loopback requires you to change)")
 	fs.DurationVar(&f.agents.Window, "pcap-window", agent.DefaultWindow, "how long an agent's packet may wait for an earlier one from another agent (the merge's reordering window)")
 	fs.IntVar(&f.agents.MaxAgents, "pcap-max-agents", agent.DefaultMaxAgents, "agents connected at once at most (more are refused)")
-	fs.IntVar(&f.agents.AgentBuffer, "pcap-agent-buffer", agent.DefaultAgentBuffer, "bytes of one agent's packets waiting in the merge at most (then its connection waits)")
+	f.agents.AgentBuffer = agent.DefaultAgentBuffer
+	fs.Var(sizeValue{p: &f.agents.AgentBuffer}, "pcap-agent-buffer", "`SIZE` of one agent's packets waiting in the merge at most, in bytes (KiB, MiB, GiB suffixes); then its connection waits")
 	fs.IntVar(&f.agents.SnapLen, "pcap-snaplen", agent.DefaultSnapLen, "bytes kept of each packet from an agent at most")
 	fs.StringVar(&f.live, "live", "", "copy live traffic from network interface `IFACE` (AF_PACKET; needs CAP_NET_RAW) instead of a capture; runs until SIGINT or --duration")
 	fs.Var(liveBuf, "live-buffer", "kernel buffer of the live capture, `SIZE` in bytes (KiB, MiB, GiB suffixes): what it holds while the replay is busy before it drops packets (default 32MiB; past net.core.rmem_max it needs CAP_NET_ADMIN)")

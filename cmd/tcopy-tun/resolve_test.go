@@ -123,6 +123,7 @@ func TestFlagsAgents(t *testing.T) {
 		{args: []string{"--pcap-listen", ":57012", "--pcap-allow", "0.0.0.0/0"}, listen: ":57012", allow: "0.0.0.0/0"},
 		{args: []string{"--pcap", "tcp://agent.test:57012"}, dial: "192.0.2.9:57012"},
 		{args: []string{"--pcap", "tcp://localhost:9/"}, dial: "127.0.0.1:9"},
+		{args: []string{"--pcap-listen", "57012", "--pcap-agent-buffer", "8MiB"}, listen: "127.0.0.1:57012"},
 		{args: []string{"--pcap-listen", ":57012"}, err: "--pcap-listen :57012 accepts captures from the network: say from whom with --pcap-allow PREFIX"},
 		{args: []string{"--pcap-listen", "192.0.2.1:57012"}, err: "say from whom with --pcap-allow"},
 		{args: []string{"--pcap-listen", "nope.test:1"}, err: `--pcap-listen resolve "nope.test": no such host`},
@@ -132,6 +133,7 @@ func TestFlagsAgents(t *testing.T) {
 		{args: []string{"--pcap-listen", "57012", "--loop", "2"}, err: "--loop cannot repeat a live capture"},
 		{args: []string{"--pcap-listen", "57012", "--pcap-snaplen", "10"}, err: "--pcap-snaplen 10: want"},
 		{args: []string{"--pcap-listen", "57012", "--pcap-max-agents", "0"}, err: "want values above 0"},
+		{args: []string{"--pcap-listen", "57012", "--pcap-agent-buffer", "1x"}, err: `"1x": want a size`},
 		{args: []string{"--pcap", "tcp://agent.test"}, err: `--pcap tcp://agent.test: "agent.test": want HOST:PORT`},
 		{args: []string{"--pcap", "tcp://nope.test:1"}, err: `--pcap tcp://nope.test:1: resolve "nope.test": no such host`},
 	} {
@@ -153,7 +155,7 @@ func TestFlagsAgents(t *testing.T) {
 		if f.pcapListen != tc.listen || f.pcapDial != tc.dial || strings.Join(allow, " ") != tc.allow || !f.endless() {
 			t.Errorf("%v: listen %q dial %q allow %q endless %v; want %q %q %q", tc.args, f.pcapListen, f.pcapDial, allow, f.endless(), tc.listen, tc.dial, tc.allow)
 		}
-		if f.agents.Window != agent.DefaultWindow || f.agents.MaxAgents != agent.DefaultMaxAgents {
+		if f.agents.Window != agent.DefaultWindow || f.agents.MaxAgents != agent.DefaultMaxAgents || f.agents.AgentBuffer != agent.DefaultAgentBuffer {
 			t.Errorf("%v: agent options %+v", tc.args, f.agents)
 		}
 	}
