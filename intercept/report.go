@@ -221,7 +221,18 @@ type Report struct {
 	Version int
 	Summary *replay.Summary
 	Totals  Totals
-	rows    []row
+	// Extras are further top-level members the command adds (the capture
+	// agents, say), written after the summary in this order; their names
+	// must not be "version", "summary", "totals" or "sessions".
+	Extras []Extra
+	rows   []row
+}
+
+// Extra is one more top-level member of the JSON report: Name and the
+// JSON encoding of Value.
+type Extra struct {
+	Name  string
+	Value any
 }
 
 // Report snapshots what the Recorder holds, with the replay's summary (nil
@@ -274,6 +285,13 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	if rep.Summary != nil {
 		if err := put("  \"summary\": ", rep.Summary); err != nil {
 			return fmt.Errorf("write report: summary: %w", err)
+		}
+		bw.WriteString(",\n")
+	}
+	for _, x := range rep.Extras {
+		name, _ := json.Marshal(x.Name)
+		if err := put("  "+string(name)+": ", x.Value); err != nil {
+			return fmt.Errorf("write report: %s: %w", x.Name, err)
 		}
 		bw.WriteString(",\n")
 	}

@@ -19,6 +19,7 @@ func TestDependencyBoundaries(t *testing.T) {
 	banned := map[string][]string{
 		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		"replay/session": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/agent":   {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/vishvananda/netlink", prom},
 		"replay":         {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		"netstack":       {"github.com/gopacket/gopacket", mod + "replay", mod + "tun", mod + "intercept", prom},
 		"tun":            {gvisor, "github.com/gopacket/gopacket", mod + "replay", mod + "netstack", mod + "intercept", prom},

@@ -56,7 +56,10 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `tcopy-tun copies captured TCP sessions onto a live test server, on one host.
 
 usage:
-  tcopy-tun --pcap FILE|- --target IP:PORT [flags]   replay a capture (root or CAP_NET_ADMIN)
+  tcopy-tun --pcap FILE|- --target HOST:PORT [flags] replay a capture (root or CAP_NET_ADMIN)
+  tcopy-tun --live IFACE --target HOST:PORT [flags]  copy live traffic from an interface
+  tcopy-tun --pcap-listen ADDR --target HOST:PORT    copy what capture agents on other hosts
+                                                      stream (tcpdump -U --immediate-mode -w - | nc -N HOST PORT)
   tcopy-tun inspect [-v] [--json] FILE|-             list what a capture holds (no privileges)
   tcopy-tun demo                                      replay the bundled capture against a bundled
                                                       server in a private network namespace

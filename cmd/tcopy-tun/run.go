@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/agent"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
 	"github.com/tcopy-tun/tcopy-tun/tun"
@@ -47,14 +49,14 @@ func runReplay(e env, args []string) int {
 		}
 		defer stop()
 	}
-	if f.live == "" {
+	if !f.endless() {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return replayJob(ctx, e, f, nil)
 	}
-	// Live copy runs until stopped: the first SIGINT/SIGTERM (or
-	// --duration) ends the capture and lets the sessions in flight finish,
-	// a second one aborts them.
+	// Live copy (an interface, capture agents) runs until stopped: the
+	// first SIGINT/SIGTERM (or --duration) ends the capture and lets the
+	// sessions in flight finish, a second one aborts them.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f.stopLive = make(chan struct{})
@@ -191,6 +193,7 @@ type runResult struct {
 	capStats   capture.Stats
 	buildStats session.Stats
 	seen       *serversSeen // the captured servers of the connections read, selected or not
+	agents     *agent.Stats // capture agents (--pcap-listen, --pcap tcp://), else nil
 }
 
 func (r *runResult) exitCode(ctx context.Context) int {
@@ -210,7 +213,7 @@ func (r *runResult) exitCode(ctx context.Context) int {
 // replayOnce replays the capture with the selection sel: --loop passes
 // over it.
 func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
-	src, err := openSource(f, sel)
+	src, err := openSource(e, f, sel)
 	if err != nil {
 		return nil, inputError{err}
 	}
@@ -252,7 +255,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Sample:         f.sample,
 		Shard:          f.shard,
 		Duration:       f.duration,
-		Live:           f.live != "",
+		Live:           f.endless(), // an interface or capture agents: never make the capture wait
 		Observer:       rep.observer(),
 		Metrics:        replayMetrics(f),
 		Logf:           func(format string, args ...any) { warnf(e, format, args...) },
@@ -307,6 +310,12 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		}
 	}
 	rep.finish(res)
+	if m, ok := src.(*agent.Merger); ok {
+		m.Close() // ended by the pass already, unless it failed; Stats then has every end
+		st := m.Stats()
+		res.agents = &st
+		rep.addAgents(res.agents)
+	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
 	}
@@ -326,7 +335,7 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		meter := newCaptureMeter(f, r, src)
 		b := passBuilder{session.NewBuilder(scfg, sink), res.seen, meter}
 		switch {
-		case f.live != "":
+		case f.endless():
 			// The first signal or --duration (f.stopLive) ends the live
 			// capture as the runner's own --duration does: no session
 			// starts any more (those waiting count as not started) and
@@ -553,20 +562,42 @@ func pumpDeadline(ctx context.Context, r *capture.Reader, b passBuilder, end fun
 	}
 }
 
-// openSource opens the capture file or stream, or the live interface
-// (filtered to the selected ports).
-func openSource(f *replayFlags, sel selection) (capture.Source, error) {
-	if f.live == "" {
-		return capture.Open(f.pcap)
+// openSource opens the capture file or stream, the live interface
+// (filtered to the selected ports), or the capture agents' merge.
+func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
+	switch {
+	case f.pcapListen != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Listen(f.pcapListen, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap-listen %s: %w", f.pcapListen, err)
+		}
+		host, port, _ := net.SplitHostPort(m.Addr().String())
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+			host = "THIS-HOST"
+		}
+		logf(e, "waiting for capture agents on %s (on each capture host: tcpdump -U --immediate-mode -w - 'tcp port N' | nc -N %s %s)", m.Addr(), host, port)
+		return m, nil
+	case f.pcapDial != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Dial(context.Background(), f.pcapDial, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap %s: connect to the capture agent: %w", f.pcap, err)
+		}
+		return m, nil
+	case f.live != "":
+		return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports(), BufferSize: f.liveBuf})
 	}
-	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports(), BufferSize: f.liveBuf})
+	return capture.Open(f.pcap)
 }
 
 // sessionConfig is the session builder's configuration from the flags; the
 // selection comes through seen (its keep is Config.Keep).
 func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
 	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout, Keep: seen.keep}
-	if f.live != "" || f.pcap == "-" {
+	if f.endless() || f.pcap == "-" {
 		// A capture that is happening: chunks are handed on when a write
 		// ends (PSH) or its merge window passes, and a connection idle
 		// for hours is still one session unless --idle-timeout says
