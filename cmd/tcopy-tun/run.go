@@ -217,6 +217,9 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 	if err != nil {
 		return nil, inputError{err}
 	}
+	if m, ok := src.(*agent.Merger); ok && f.metrics != nil {
+		f.metrics.WatchAgents(m)
+	}
 	// replayOnce owns the source: it closes it after the last pass (and
 	// each one before the next pass opens the capture again). Only
 	// pumpLive ends a live source earlier, itself (see there). A source

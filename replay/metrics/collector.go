@@ -72,8 +72,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	x := (*Exporter)(c)
 	x.mu.Lock()
-	r, rec, total, sources := x.runner, x.rec, x.base, append([]*Source(nil), x.sources...)
+	r, rec, total, sources, agents := x.runner, x.rec, x.base, append([]*Source(nil), x.sources...), x.agents
 	x.mu.Unlock()
+	if agents != nil {
+		collectAgents(ch, agents)
+	}
 	// Read the run outside the lock: Summary and Totals take their own.
 	total.add(snapshot(r, rec))
 

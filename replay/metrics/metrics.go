@@ -9,6 +9,7 @@ import (
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/agent"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 )
 
@@ -36,6 +37,7 @@ type Exporter struct {
 	rec     *intercept.Recorder
 	base    counts // the final counts of the runs Watch replaced
 	sources []*Source
+	agents  *agent.Merger // capture agents, if the input is theirs
 }
 
 var _ replay.Metrics = (*Exporter)(nil)
