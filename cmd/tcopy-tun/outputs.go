@@ -14,8 +14,9 @@ import (
 // at once instead of after the whole replay, and each is written when the
 // run ends, also when it was interrupted.
 //
-// A new output is one line in outputFlags plus a call to write (or, for one
-// written as the run goes, a use of file) where its content is ready.
+// A new output is one line in outputFlags (which opens it first) and one in
+// writeOutputs (which writes it when the run ends); an output written as the
+// run goes is opened the same way and written like the pcap.
 type outputs struct {
 	files map[string]*outFile // by flag name
 	pcap  *intercept.PcapWriter
@@ -87,6 +88,15 @@ func openOutputs(e env, f *replayFlags) (*outputs, error) {
 		o.pcap = pw
 	}
 	return o, nil
+}
+
+// writeOutputs writes the outputs that are made when the run has ended
+// (also after an interrupt), in order; the first error stops it.
+func writeOutputs(o *outputs, res *runResult) error {
+	if err := o.write("--report", res.report.out.WriteJSON); err != nil {
+		return err
+	}
+	return nil
 }
 
 // truncate empties a regular file before it is first written (a pipe or a

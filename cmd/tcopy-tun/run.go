@@ -146,7 +146,7 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 	if res.pcap != nil && res.pcap.stats.Dropped > 0 {
 		logf(e, "warning: --write-pcap: %d packets (%d bytes) are missing from %s: its writer could not keep up", res.pcap.stats.Dropped, res.pcap.stats.DroppedBytes, f.writePcap)
 	}
-	if err := outs.write("--report", res.report.out.WriteJSON); err != nil {
+	if err := writeOutputs(outs, res); err != nil {
 		fail(e, err)
 		return exitFailure
 	}
