@@ -67,7 +67,7 @@ func openOutputs(e env, f *replayFlags) (*outputs, error) {
 		}
 		seen[abs] = of.flag
 		_, statErr := os.Stat(of.name)
-		file, err := os.OpenFile(of.name, os.O_WRONLY|os.O_CREATE, 0o644)
+		file, err := os.OpenFile(of.name, os.O_WRONLY|os.O_CREATE, 0o666) // as os.Create: the umask decides
 		if err != nil {
 			o.discard()
 			return nil, fmt.Errorf("%s: %w", of.flag, err)
