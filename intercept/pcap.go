@@ -45,7 +45,17 @@ type PcapOptions struct {
 	// QueueBytes bounds the packet bytes queued for the writer goroutine
 	// (DefaultPcapQueueBytes if zero).
 	QueueBytes int
+	// SnapLen, if positive, keeps only each packet's first SnapLen bytes
+	// (the file records the packet's length as well): headers without
+	// the bulk of the payload cost a fraction to copy and write. At least
+	// MinPcapSnapLen, so that the IP and TCP headers, options included,
+	// stay whole.
+	SnapLen int
 }
+
+// MinPcapSnapLen is the smallest PcapOptions.SnapLen: an IPv6 header and a
+// TCP header with the most options.
+const MinPcapSnapLen = 100
 
 // PcapStats count what a PcapWriter did.
 type PcapStats struct {
@@ -91,6 +101,7 @@ type PcapWriter struct {
 	bw    *bufio.Writer
 	start time.Time
 	limit int64
+	snap  int // 0: whole packets
 
 	ch   chan pcapItem
 	stop chan struct{}
@@ -113,7 +124,8 @@ type PcapWriter struct {
 type pcapItem struct {
 	ts      time.Time
 	out     bool
-	data    []byte
+	data    []byte // the packet, or its first SnapLen bytes
+	length  int    // the packet's length
 	comment string
 }
 
@@ -128,6 +140,9 @@ func NewPcapWriter(w io.Writer, opts PcapOptions) (*PcapWriter, error) {
 	if opts.QueueBytes <= 0 {
 		opts.QueueBytes = DefaultPcapQueueBytes
 	}
+	if opts.SnapLen < 0 || opts.SnapLen > 0 && opts.SnapLen < MinPcapSnapLen {
+		return nil, fmt.Errorf("pcap snap length %d: want 0 (whole packets) or at least %d", opts.SnapLen, MinPcapSnapLen)
+	}
 	name := opts.Interface
 	if name == "" {
 		name = "tcopy-tun"
@@ -137,6 +152,7 @@ func NewPcapWriter(w io.Writer, opts PcapOptions) (*PcapWriter, error) {
 	intf.Name = name
 	intf.Description = "the replayed traffic as tcopy-tun's TCP/IP stack saw it"
 	intf.LinkType = layers.LinkTypeRaw
+	intf.SnapLength = uint32(opts.SnapLen)
 	opt := pcapgo.DefaultNgWriterOptions
 	opt.SectionInfo.Application = "tcopy-tun"
 	ng, err := pcapgo.NewNgWriterInterface(bw, intf, opt)
@@ -151,6 +167,7 @@ func NewPcapWriter(w io.Writer, opts PcapOptions) (*PcapWriter, error) {
 		bw:    bw,
 		start: time.Now(),
 		limit: int64(opts.QueueBytes),
+		snap:  opts.SnapLen,
 		ch:    make(chan pcapItem, pcapQueueLen),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -167,9 +184,13 @@ func (w *PcapWriter) Packet(out bool, parts [][]byte) {
 	if w.closed.Load() {
 		return
 	}
-	n := 0
+	length := 0
 	for _, p := range parts {
-		n += len(p)
+		length += len(p)
+	}
+	n := length
+	if w.snap > 0 && n > w.snap {
+		n = w.snap
 	}
 	if w.queued.Add(int64(n)) > w.limit {
 		w.queued.Add(-int64(n))
@@ -179,9 +200,12 @@ func (w *PcapWriter) Packet(out bool, parts [][]byte) {
 	data := getPacketBuf(n)
 	off := 0
 	for _, p := range parts {
+		if off == n {
+			break
+		}
 		off += copy(data[off:], p)
 	}
-	it := pcapItem{ts: time.Now(), out: out, data: data}
+	it := pcapItem{ts: time.Now(), out: out, data: data, length: length}
 	if out {
 		if k, ok := synKey(data); ok {
 			it.comment = w.takeNote(k)
@@ -332,7 +356,7 @@ func (w *PcapWriter) write(it pcapItem) {
 		w.drop(n)
 		return
 	}
-	ci := gopacket.CaptureInfo{Timestamp: it.ts, CaptureLength: n, Length: n}
+	ci := gopacket.CaptureInfo{Timestamp: it.ts, CaptureLength: n, Length: it.length}
 	flags := pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}
 	if it.out {
 		flags.Direction = pcapgo.NgEpbFlagDirectionOutbound

@@ -351,3 +351,46 @@ func TestSynKey(t *testing.T) {
 		}
 	}
 }
+
+// With a snap length each packet keeps its first bytes (headers whole),
+// the file records its real length, and SYNs still carry their comment.
+func TestPcapWriterSnapLen(t *testing.T) {
+	if _, err := NewPcapWriter(io.Discard, PcapOptions{SnapLen: MinPcapSnapLen - 1}); err == nil {
+		t.Errorf("a snap length below %d was accepted", MinPcapSnapLen)
+	}
+	var buf bytes.Buffer
+	w, err := NewPcapWriter(&buf, PcapOptions{SnapLen: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, tg := netip.MustParseAddrPort("[2001:2::7]:41000"), netip.MustParseAddrPort("[fd00::1]:8080")
+	so := w.Observe(nil).Begin(info(5, c.String(), tg.String()))
+	syn := tcpPacket(c, tg, fSYN, "")
+	big := tcpPacket(c, tg, fACK|fPSH, strings.Repeat("z", 5000))
+	w.Packet(true, [][]byte{syn})
+	w.Packet(true, [][]byte{big[:60], big[60:1000], big[1000:]})
+	so.Done(&replay.Result{})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewNgReader(bytes.NewReader(buf.Bytes()), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]byte{syn, big} {
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
+		if err != nil {
+			t.Fatalf("packet %d: %v", i+1, err)
+		}
+		keep := min(len(want), 128)
+		if !bytes.Equal(data, want[:keep]) || ci.CaptureLength != keep || ci.Length != len(want) {
+			t.Errorf("packet %d: %d bytes kept of %d (capture info %d of %d), want the first %d", i+1, len(data), len(want), ci.CaptureLength, ci.Length, keep)
+		}
+		if (len(opts.Comments) == 1) != (i == 0) {
+			t.Errorf("packet %d: comments %q", i+1, opts.Comments)
+		}
+	}
+	if st := w.Stats(); st.Bytes != uint64(len(syn)+128) {
+		t.Errorf("%d bytes written, want %d", st.Bytes, len(syn)+128)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
 	"github.com/tcopy-tun/tcopy-tun/tun"
@@ -35,6 +36,7 @@ type replayFlags struct {
 	// writePcap: --write-pcap FILE, pcapng of the replayed traffic as the
 	// netstack saw it (TUN path only).
 	writePcap string
+	pcapSnap  int    // --write-pcap-snaplen: bytes kept of each packet (0: all)
 	progress  string // auto, always, never
 	quiet     bool
 
@@ -101,6 +103,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.Uint64Var(&f.runID, "run-id", 0, "seed of the client address mapping (default: random, so back-to-back runs never reuse a 4-tuple)")
 	fs.StringVar(&f.report, "report", "", "write the report as JSON to `FILE` (- for standard output)")
 	fs.StringVar(&f.writePcap, "write-pcap", "", "write the replayed traffic, as tcopy-tun's TCP stack saw it, as pcapng to `FILE` (- for standard output); each connection's first packet names its session (--via tun only)")
+	fs.IntVar(&f.pcapSnap, "write-pcap-snaplen", 0, "keep only the first `N` bytes of each packet in --write-pcap (0: whole packets; at least "+fmt.Sprint(intercept.MinPcapSnapLen)+", which keeps the headers): a fraction of the cost for bulk transfers")
 	fs.StringVar(&f.progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stderr (errors still)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", replay.DefaultSessionTimeout, "abort a session running this much longer than it did in the capture")
@@ -197,6 +200,12 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 		// Kernel sockets' packets never cross tcopy-tun: the kernel's own
 		// capture (tcpdump -i lo) is the way to see them.
 		return nil, fmt.Errorf("--write-pcap needs --via tun: with --via socket the packets are the kernel's (capture them with tcpdump on the target's interface)")
+	}
+	if f.pcapSnap != 0 && f.writePcap == "" {
+		return nil, fmt.Errorf("--write-pcap-snaplen needs --write-pcap FILE")
+	}
+	if f.pcapSnap < 0 || f.pcapSnap > 0 && f.pcapSnap < intercept.MinPcapSnapLen {
+		return nil, fmt.Errorf("--write-pcap-snaplen %d: want 0 (whole packets) or at least %d (the IP and TCP headers)", f.pcapSnap, intercept.MinPcapSnapLen)
 	}
 	if f.writePcap == "-" && f.report == "-" {
 		return nil, fmt.Errorf("--write-pcap - and --report - cannot both use standard output")

@@ -80,7 +80,7 @@ func openOutputs(e env, f *replayFlags) (*outputs, error) {
 			o.discard()
 			return nil, err
 		}
-		pw, err := intercept.NewPcapWriter(out.w, intercept.PcapOptions{Interface: f.tunName})
+		pw, err := intercept.NewPcapWriter(out.w, intercept.PcapOptions{Interface: f.tunName, SnapLen: f.pcapSnap})
 		if err != nil {
 			o.discard()
 			return nil, fmt.Errorf("--write-pcap %q: %w", out.name, err)

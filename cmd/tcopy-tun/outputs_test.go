@@ -48,6 +48,14 @@ func TestOutputsOpenedFirst(t *testing.T) {
 			code: exitUsage, msg: "tcopy-tun: --write-pcap needs --via tun: with --via socket the packets are the kernel's (capture them with tcpdump on the target's interface)",
 		},
 		{
+			name: "snap length without a pcap", args: []string{"--via", "tun", "--write-pcap-snaplen", "128"},
+			code: exitUsage, msg: "tcopy-tun: --write-pcap-snaplen needs --write-pcap FILE",
+		},
+		{
+			name: "snap length too short for the headers", args: []string{"--via", "tun", "--write-pcap", "DIR/x.pcapng", "--write-pcap-snaplen", "40"},
+			code: exitUsage, msg: "tcopy-tun: --write-pcap-snaplen 40: want 0 (whole packets) or at least 100 (the IP and TCP headers)",
+		},
+		{
 			name: "both on standard output", args: []string{"--via", "tun", "--report", "-", "--write-pcap", "-"},
 			code: exitUsage, msg: "tcopy-tun: --write-pcap - and --report - cannot both use standard output",
 		},
