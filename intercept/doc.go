@@ -37,7 +37,8 @@
 //     not import netstack), copies each packet into a bounded queue (64
 //     MiB by default) that one writer goroutine drains into the file, and
 //     drops and counts what does not fit, so the data path never waits
-//     for the disk. Observe wraps the Recorder so that each connection's
+//     for the disk (PcapOptions.SnapLen keeps only each packet's first
+//     bytes, for bulk traffic). Observe wraps the Recorder so that each connection's
 //     SYN carries a comment naming its session (start_id, pass, copy, as
 //     the report's rows do). Close writes what is queued, the drop count
 //     (an interface statistics block) and flushes; the caller closes the

@@ -144,7 +144,11 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		writeSummary(e.stderr, res)
 	}
 	if res.pcap != nil && res.pcap.stats.Dropped > 0 {
-		logf(e, "warning: --write-pcap: %d packets (%d bytes) are missing from %s: its writer could not keep up", res.pcap.stats.Dropped, res.pcap.stats.DroppedBytes, f.writePcap)
+		hint := ""
+		if f.pcapSnap == 0 {
+			hint = " (--write-pcap-snaplen 128 keeps each packet's headers only, at a fraction of the cost)"
+		}
+		logf(e, "warning: --write-pcap: %d packets (%d bytes) are missing from %s: its writer could not keep up%s", res.pcap.stats.Dropped, res.pcap.stats.DroppedBytes, f.writePcap, hint)
 	}
 	if err := writeOutputs(outs, res); err != nil {
 		fail(e, err)
