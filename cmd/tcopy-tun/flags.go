@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
 	"github.com/tcopy-tun/tcopy-tun/replay/agent"
@@ -44,8 +45,12 @@ type replayFlags struct {
 	forward    bool
 	runID      uint64
 	report     string
-	progress   string // auto, always, never
-	quiet      bool
+	// writePcap: --write-pcap FILE, pcapng of the replayed traffic as the
+	// netstack saw it (TUN path only).
+	writePcap string
+	pcapSnap  int    // --write-pcap-snaplen: bytes kept of each packet (0: all)
+	progress  string // auto, always, never
+	quiet     bool
 
 	sessionTimeout, turnTimeout, quietTimeout, dialTimeout, idleTimeout time.Duration
 	maxSessions                                                         int
@@ -182,6 +187,8 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.BoolVar(&f.forward, "forward", false, "the target is on another host: forward between the TUN and the interface towards it (see README)")
 	fs.Uint64Var(&f.runID, "run-id", 0, "seed of the client address mapping (default: random, so back-to-back runs never reuse a 4-tuple)")
 	fs.StringVar(&f.report, "report", "", "write the report as JSON to `FILE` (- for standard output)")
+	fs.StringVar(&f.writePcap, "write-pcap", "", "write the replayed traffic, as tcopy-tun's TCP stack saw it, as pcapng to `FILE` (- for standard output); each connection's first packet names its session (--via tun only)")
+	fs.IntVar(&f.pcapSnap, "write-pcap-snaplen", 0, "keep only the first `N` bytes of each packet in --write-pcap (0: whole packets; at least "+fmt.Sprint(intercept.MinPcapSnapLen)+", which keeps the headers): a fraction of the cost for bulk transfers")
 	fs.StringVar(&f.progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stderr (errors still)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", replay.DefaultSessionTimeout, "abort a session running this much longer than it did in the capture")
@@ -293,6 +300,20 @@ func parseReplayFlagsLookup(args []string, out io.Writer, lookup lookupFunc) (*r
 	case "tun", "socket":
 	default:
 		return nil, fmt.Errorf("--via %q: want tun or socket", f.via)
+	}
+	if f.writePcap != "" && f.via == "socket" {
+		// Kernel sockets' packets never cross tcopy-tun: the kernel's own
+		// capture (tcpdump -i lo) is the way to see them.
+		return nil, fmt.Errorf("--write-pcap needs --via tun: with --via socket the packets are the kernel's (capture them with tcpdump on the target's interface)")
+	}
+	if f.pcapSnap != 0 && f.writePcap == "" {
+		return nil, fmt.Errorf("--write-pcap-snaplen needs --write-pcap FILE")
+	}
+	if f.pcapSnap < 0 || f.pcapSnap > 0 && f.pcapSnap < intercept.MinPcapSnapLen {
+		return nil, fmt.Errorf("--write-pcap-snaplen %d: want 0 (whole packets) or at least %d (the IP and TCP headers)", f.pcapSnap, intercept.MinPcapSnapLen)
+	}
+	if f.writePcap == "-" && f.report == "-" {
+		return nil, fmt.Errorf("--write-pcap - and --report - cannot both use standard output")
 	}
 	f.link = netstack.LinkKind(*link)
 	if !validLink(f.link) {

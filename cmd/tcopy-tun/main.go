@@ -13,7 +13,7 @@ import (
 const (
 	exitOK       = 0 // everything asked for was done
 	exitFailure  = 1 // the run completed but some sessions failed, or a runtime error
-	exitUsage    = 2 // bad flags or arguments
+	exitUsage    = 2 // bad flags or arguments, or an output file that cannot be created
 	exitInput    = 3 // the capture could not be read or holds nothing to replay
 	exitPriv     = 4 // missing privileges (CAP_NET_ADMIN) or host setup failed
 	exitSignaled = 5 // interrupted by SIGINT/SIGTERM; the report was still written
@@ -66,7 +66,8 @@ usage:
   tcopy-tun help                                      this text
 
 Exit codes: 0 every session succeeded; 1 some failed (or a runtime error);
-2 bad flags; 3 unreadable capture or nothing to replay; 4 missing privileges
-or host setup refused; 5 interrupted (the report is still written).
+2 bad flags, or an output file that cannot be created; 3 unreadable capture
+or nothing to replay; 4 missing privileges or host setup refused;
+5 interrupted (the report and the pcap are still written).
 `)
 }

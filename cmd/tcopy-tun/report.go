@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
@@ -83,25 +82,6 @@ type agentJSON struct {
 	Stalls    int    `json:"stalls"`
 }
 
-// writeReport writes the JSON report to a file, or to stdout for "-".
-func writeReport(e env, name string, r *report) error {
-	if name == "-" {
-		return r.out.WriteJSON(e.stdout)
-	}
-	f, err := os.Create(name)
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if err := r.out.WriteJSON(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write report %q: %w", name, err)
-	}
-	return nil
-}
-
 // writeSummary prints the end-of-run summary on stderr: the replay's
 // counters, then how the answers compared with the capture, then what the
 // capture reading noticed.
@@ -110,6 +90,13 @@ func writeSummary(w io.Writer, res *runResult) {
 	res.summary.WriteText(w)
 	if res.report != nil && res.report.out != nil {
 		res.report.out.Totals.WriteText(w)
+	}
+	if p := res.pcap; p != nil {
+		fmt.Fprintf(w, "pcap:        %d packets (%d bytes) written to %s, %d connections named by their session", p.stats.Packets, p.stats.Bytes, p.name, p.stats.Comments)
+		if p.stats.Dropped > 0 {
+			fmt.Fprintf(w, ", %d packets dropped (the writer could not keep up)", p.stats.Dropped)
+		}
+		fmt.Fprintln(w)
 	}
 	cs := res.capStats
 	fmt.Fprintf(w, "capture:     %d frames, %d TCP segments", cs.Frames, cs.TCP)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
 	"github.com/tcopy-tun/tcopy-tun/replay/agent"
@@ -116,6 +117,14 @@ func startCPUProfile(file string) (stop func(), err error) {
 // everything it set up. onDone, if set, is called after the replay with the
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
+	// The outputs exist before anything is set up or sent: a path that
+	// cannot be written is refused now, not after the replay.
+	outs, err := openOutputs(e, f)
+	if err != nil {
+		fail(e, err)
+		return exitUsage
+	}
+	defer outs.discard()
 	if f.metricsAddr != "" {
 		stop, err := startMetrics(e, f)
 		if err != nil {
@@ -125,7 +134,7 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		defer stop()
 	}
 	sel := newSelection(f)
-	res, err := replayOnce(ctx, e, f, sel)
+	res, err := replayOnce(ctx, e, f, sel, outs)
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
 		// Nothing matched the target's port: if the capture holds exactly
 		// one server, that is the one meant ("or the only server in the
@@ -134,7 +143,7 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		if server, ok := sel.fallback(f, res.seen); ok {
 			logf(e, "no captured server on %s; replaying the only server in the capture, %s", sel, server)
 			sel = onlyServer(server)
-			res, err = replayOnce(ctx, e, f, sel)
+			res, err = replayOnce(ctx, e, f, sel, outs)
 		}
 	}
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
@@ -144,6 +153,13 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		fail(e, err)
 		return exitCodeFor(err)
 	}
+	// The stack that fed the capture is closed (replayOnce's cleanup): its
+	// last packets, the RSTs of an interrupted run's connections among
+	// them, are in the queue that closing the capture writes out.
+	pcapStats, pcapErr := outs.closePcap()
+	if outs.pcap != nil {
+		res.pcap = &pcapResult{name: f.writePcap, stats: pcapStats}
+	}
 	if !f.quiet {
 		if f.logFormat == logJSON {
 			logSummary(e, res)
@@ -151,11 +167,20 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 			writeSummary(e.stderr, res)
 		}
 	}
-	if f.report != "" {
-		if err := writeReport(e, f.report, res.report); err != nil {
-			fail(e, err)
-			return exitFailure
+	if res.pcap != nil && res.pcap.stats.Dropped > 0 {
+		hint := ""
+		if f.pcapSnap == 0 {
+			hint = " (--write-pcap-snaplen 128 keeps each packet's headers only, at a fraction of the cost)"
 		}
+		warnf(e, "--write-pcap: %d packets (%d bytes) are missing from %s: its writer could not keep up%s", res.pcap.stats.Dropped, res.pcap.stats.DroppedBytes, f.writePcap, hint)
+	}
+	if err := writeOutputs(outs, res); err != nil {
+		fail(e, err)
+		return exitFailure
+	}
+	if pcapErr != nil {
+		fail(e, pcapErr)
+		return exitFailure
 	}
 	if ctx.Err() != nil {
 		logf(e, "interrupted: %d sessions aborted or not started; the host is cleaned up", res.summary.NotStarted+res.summary.Failed.Canceled)
@@ -194,6 +219,13 @@ type runResult struct {
 	buildStats session.Stats
 	seen       *serversSeen // the captured servers of the connections read, selected or not
 	agents     *agent.Stats // capture agents (--pcap-listen, --pcap tcp://), else nil
+	pcap       *pcapResult  // --write-pcap, nil without it
+}
+
+// pcapResult is what --write-pcap wrote.
+type pcapResult struct {
+	name  string
+	stats intercept.PcapStats
 }
 
 func (r *runResult) exitCode(ctx context.Context) int {
@@ -212,7 +244,7 @@ func (r *runResult) exitCode(ctx context.Context) int {
 
 // replayOnce replays the capture with the selection sel: --loop passes
 // over it.
-func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
+func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs *outputs) (*runResult, error) {
 	src, err := openSource(e, f, sel)
 	if err != nil {
 		return nil, inputError{err}
@@ -233,13 +265,22 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		}
 	}()
 
-	dialer, cleanup, err := setupPath(e, f)
+	var tap netstack.Tap
+	if outs.pcap != nil {
+		tap = outs.pcap
+	}
+	dialer, cleanup, err := setupPath(e, f, tap)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
 
 	rep := newReport(f)
+	obs := rep.observer()
+	if outs.pcap != nil {
+		// Each connection's first packet in the capture names its session.
+		obs = outs.pcap.Observe(obs)
+	}
 	cfg := replay.Config{
 		Dialer:         dialer,
 		Target:         f.target,
@@ -259,7 +300,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Shard:          f.shard,
 		Duration:       f.duration,
 		Live:           f.endless(), // an interface or capture agents: never make the capture wait
-		Observer:       rep.observer(),
+		Observer:       obs,
 		Metrics:        replayMetrics(f),
 		Logf:           func(format string, args ...any) { warnf(e, format, args...) },
 	}
@@ -613,7 +654,7 @@ func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
 // setupPath builds the dialer: kernel sockets, or a TUN device with the
 // netstack on it. cleanup undoes it in reverse order (stack first, so no
 // goroutine writes to a closed fd; then the device and its host changes).
-func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
+func setupPath(e env, f *replayFlags, tap netstack.Tap) (replay.Dialer, func(), error) {
 	if f.via == "socket" {
 		return &replay.SocketDialer{}, func() {}, nil
 	}
@@ -647,6 +688,11 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 	if err != nil {
 		dev.Close()
 		return nil, nil, fmt.Errorf("link endpoint on %s: %w", dev.Name(), err)
+	}
+	if tap != nil {
+		// --write-pcap: only then is the endpoint wrapped, so a run
+		// without it pays nothing.
+		ep = netstack.NewTapEndpoint(ep, tap)
 	}
 	st, err := netstack.New(ep, netstack.Options{MTU: uint32(dev.MTU()), ConnectTimeout: f.dialTimeout})
 	if err != nil {
