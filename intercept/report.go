@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -215,7 +216,15 @@ type Report struct {
 	Version int
 	Summary *replay.Summary
 	Totals  Totals
-	rows    []row
+	// Requests and ResponseTime are the per-request comparison over the
+	// run (JSON: summary.requests, summary.response_time); Routes the same
+	// per route, in route order; Regressions the regressed requests kept
+	// (a bounded number per route), in route order.
+	Requests     RequestTotals
+	ResponseTime ResponseTime
+	Routes       []RouteReport
+	Regressions  []Regression
+	rows         []row
 }
 
 // Report snapshots what the Recorder holds, with the replay's summary (nil
@@ -236,6 +245,30 @@ func (r *Recorder) Report(sum *replay.Summary) *Report {
 		return a.copy < b.copy
 	})
 	return rep
+}
+
+// summaryJSON is the replay's summary with the per-request comparison
+// added to it (summary.requests, summary.response_time): the summary's
+// own fields stay as they are.
+func (rep *Report) summaryJSON() ([]byte, error) {
+	b, err := json.Marshal(rep.Summary)
+	if err != nil {
+		return nil, err
+	}
+	extra, err := json.Marshal(struct {
+		Requests     RequestTotals `json:"requests"`
+		ResponseTime ResponseTime  `json:"response_time"`
+	}{rep.Requests, rep.ResponseTime})
+	if err != nil {
+		return nil, err
+	}
+	// Both are JSON objects: join them ({...a} + {b...}).
+	b = bytes.TrimSpace(b)
+	if len(b) < 2 || b[len(b)-1] != '}' || len(extra) < 2 {
+		return nil, fmt.Errorf("summary is not a JSON object")
+	}
+	out := append(b[:len(b)-1:len(b)-1], ',')
+	return append(out, extra[1:]...), nil
 }
 
 // Rows returns the report's sessions.
@@ -266,13 +299,29 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	}
 	fmt.Fprintf(bw, "{\n  \"version\": %d,\n", rep.Version)
 	if rep.Summary != nil {
-		if err := put("  \"summary\": ", rep.Summary); err != nil {
+		b, err := rep.summaryJSON()
+		if err != nil {
 			return fmt.Errorf("write report: summary: %w", err)
 		}
+		bw.WriteString("  \"summary\": ")
+		bw.Write(b)
 		bw.WriteString(",\n")
 	}
 	if err := put("  \"totals\": ", rep.Totals); err != nil {
 		return fmt.Errorf("write report: totals: %w", err)
+	}
+	routes, regs := rep.Routes, rep.Regressions
+	if routes == nil {
+		routes = []RouteReport{}
+	}
+	if regs == nil {
+		regs = []Regression{}
+	}
+	if err := put(",\n  \"routes\": ", routes); err != nil {
+		return fmt.Errorf("write report: routes: %w", err)
+	}
+	if err := put(",\n  \"regressions\": ", regs); err != nil {
+		return fmt.Errorf("write report: regressions: %w", err)
 	}
 	bw.WriteString(",\n  \"sessions\": [")
 	for i := range rep.rows {
