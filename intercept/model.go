@@ -147,8 +147,9 @@ type Answer struct {
 // them (the first few per route).
 type Regression struct {
 	Route string `json:"route"`
-	// Session is the session's id as in the rows ("id"), Pass and Copy as
-	// there; Request numbers the request within the session from 0.
+	// Session is the session's start number as in the rows ("start_id":
+	// known when the request is, unlike "id"), Pass and Copy as there;
+	// Request numbers the request within the session from 0.
 	Session uint64 `json:"session"`
 	Pass    int    `json:"pass"`
 	Copy    int    `json:"copy"`

@@ -30,6 +30,9 @@ type Totals struct {
 	BytesReceived       int64 `json:"bytes_received"`
 	CapturedServerBytes int64 `json:"captured_server_bytes"`
 	RowsDropped         int64 `json:"rows_dropped"`
+	// BaselineSessions counts the copies replayed to the baseline
+	// (--baseline); the other counts are the target's copies only.
+	BaselineSessions int64 `json:"baseline_sessions"`
 }
 
 // OutcomeCounts count sessions by replay.Outcome.
@@ -172,6 +175,13 @@ type Row struct {
 	DiffCaptured string        `json:"diff_captured,omitempty"`
 	DiffReplayed string        `json:"diff_replayed,omitempty"`
 	Deviations   DeviationsRow `json:"deviations"`
+	// Baseline marks a copy replayed to the baseline (--baseline).
+	Baseline bool `json:"baseline,omitempty"`
+	// DiffCapturedEsc and DiffReplayedEsc are DiffCaptured and
+	// DiffReplayed escaped (printable text as is, other bytes \xNN): no
+	// byte is lost, unlike in the JSON strings above.
+	DiffCapturedEsc string `json:"diff_captured_escaped,omitempty"`
+	DiffReplayedEsc string `json:"diff_replayed_escaped,omitempty"`
 }
 
 // DeviationsRow mirrors replay.Deviations.
@@ -197,6 +207,13 @@ func (rw *row) export() Row {
 		Match: rw.match.String(), FirstDiff: rw.firstDiff,
 		DiffCaptured: rw.diffCaptured, DiffReplayed: rw.diffReplayed,
 		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3])},
+		Baseline:   rw.baseline,
+	}
+	if rw.diffCaptured != "" {
+		r.DiffCapturedEsc = escape([]byte(rw.diffCaptured), snippetLen)
+	}
+	if rw.diffReplayed != "" {
+		r.DiffReplayedEsc = escape([]byte(rw.diffReplayed), snippetLen)
 	}
 	if rw.dialed {
 		r.EndReplayed = rw.endRep.String()
@@ -234,6 +251,7 @@ func (r *Recorder) Report(sum *replay.Summary) *Report {
 	rep := &Report{Version: ReportVersion, Summary: sum, Totals: r.totals, rows: append([]row(nil), r.rows...)}
 	rep.Totals.RowsDropped = r.dropped
 	r.mu.Unlock()
+	r.reqs.results(rep)
 	sort.Slice(rep.rows, func(i, j int) bool {
 		a, b := &rep.rows[i], &rep.rows[j]
 		if a.pass != b.pass {

@@ -1,0 +1,172 @@
+package intercept
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
+)
+
+// TestRulesParse: the YAML form, JSON paths, and errors that name the
+// place.
+func TestRulesParse(t *testing.T) {
+	r, err := ParseRules(strings.NewReader(`
+headers: [X-Request-Id]
+json: ["$.meta.ts", "$..trace", "$.items[*].seen"]
+body: ['id=[0-9]+']
+fields: ["reply[1]"]
+routes:
+  - route: "GET /api/items/{n}"
+    json: ["$.stock"]
+  - route: "GET /api/*"
+    headers: [x-cache]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.apply("GET /api/items/{n}", map[string]bool{"date": true})
+	for _, tc := range []struct {
+		path []string
+		keep bool
+	}{
+		{[]string{"meta", "ts"}, false},
+		{[]string{"meta", "other"}, true},
+		{[]string{"a", "b", "trace"}, false},
+		{[]string{"items", "[3]", "seen"}, false},
+		{[]string{"items", "[3]", "name"}, true},
+		{[]string{"stock"}, false},
+	} {
+		if got := a.keepJSON(tc.path); got != tc.keep {
+			t.Errorf("keep %v = %v, want %v", tc.path, got, tc.keep)
+		}
+	}
+	if !a.headers["x-request-id"] || !a.headers["x-cache"] || !a.headers["date"] {
+		t.Errorf("headers %v", a.headers)
+	}
+	if other := r.apply("POST /x", nil); other.headers["x-cache"] || !other.keepJSON([]string{"stock"}) {
+		t.Error("a route's rules applied to another route")
+	}
+	if got := string(a.blank([]byte("x id=123 y"))); got != "x <ignored> y" {
+		t.Errorf("blank: %q", got)
+	}
+	if a.keepField("reply[1]") || !a.keepField("reply[0]") {
+		t.Error("fields rule")
+	}
+	for _, bad := range []string{"headerz: [a]", "json: [a.b]", "body: ['(']", "routes: [{json: [$.a]}]", "json: ['$.a[x]']"} {
+		if _, err := ParseRules(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// play drives one session copy through the timed observer: requests
+// (client chunks), captured answers and the target's, with times.
+func playTimed(r *Recorder, id uint64, base bool, reqs []string, capd, got []string, slow time.Duration) {
+	h := &session.Head{ID: id, Client: netip.MustParseAddrPort("192.0.2.1:1000"), Server: netip.MustParseAddrPort("10.0.0.1:80")}
+	o := r.Begin(&replay.SessionInfo{Head: h, Baseline: base}).(*sessionObs)
+	now := time.Unix(1000, 0)
+	var cliOff, capOff int64
+	for i, q := range reqs {
+		o.CapturedAt(capOff, []byte(capd[i]), time.Duration(i)*time.Second+time.Millisecond)
+		capOff += int64(len(capd[i]))
+		o.Sent(session.Chunk{Offset: time.Duration(i) * time.Second, Data: []byte(q), StreamOffset: cliOff, ServerBytesBefore: capOff - int64(len(capd[i]))}, now)
+		cliOff += int64(len(q))
+		now = now.Add(2 * time.Millisecond)
+		if strings.Contains(q, "/slow") {
+			now = now.Add(slow)
+		}
+		o.ReceivedAt([]byte(got[i]), now)
+	}
+	tail := &session.Tail{End: session.EndClientFIN, ServerBytes: capOff, ClientBytes: cliOff}
+	o.Done(&replay.Result{Dialed: true, End: session.EndClientFIN, Tail: tail})
+}
+
+func jsonResp(body string) string {
+	return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: x\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body
+}
+
+// TestPerRequestBaseline: with a baseline, what differs between the
+// baseline and the capture (a request id) is noise; the candidate's
+// changed field is a regression on its route only; the slow route's
+// response time is told apart.
+func TestPerRequestBaseline(t *testing.T) {
+	r := New(Options{Baseline: true, MaxRows: -1})
+	reqs := []string{"GET /api/items/1 HTTP/1.1\r\n\r\n", "GET /api/slow HTTP/1.1\r\n\r\n", "GET /api/users/7 HTTP/1.1\r\n\r\n"}
+	capd := []string{jsonResp(`{"id":"aaa","price":3}`), jsonResp(`{"id":"bbb","ok":true}`), jsonResp(`{"id":"ccc","name":"x"}`)}
+	base := []string{jsonResp(`{"id":"b1","price":3}`), jsonResp(`{"id":"b2","ok":true}`), jsonResp(`{"id":"b3","name":"x"}`)}
+	cand := []string{jsonResp(`{"id":"c1","price":4}`), jsonResp(`{"id":"c2","ok":true}`), jsonResp(`{"id":"c3","name":"x"}`)}
+	for i := range uint64(5) {
+		playTimed(r, i, true, reqs, capd, base, 0)
+		playTimed(r, i, false, reqs, capd, cand, 50*time.Millisecond)
+	}
+	rep := r.Report(nil)
+	if rep.Requests.Requests != 15 || rep.Requests.Regressions != 5 || rep.Requests.Noise != 10 || rep.Requests.Against != AgainstBaseline {
+		t.Fatalf("requests %+v", rep.Requests)
+	}
+	routes := map[string]RouteReport{}
+	for _, rr := range rep.Routes {
+		routes[rr.Route] = rr
+	}
+	if rr := routes["GET /api/items/{n}"]; rr.Regressions != 5 {
+		t.Errorf("items route %+v", rr)
+	}
+	if rr := routes["GET /api/slow"]; rr.Regressions != 0 || rr.ResponseTime.Replayed.P50US < 50000 || rr.ResponseTime.Baseline.P50US > 10000 || rr.ResponseTime.Ratio.P50 < 5 {
+		t.Errorf("slow route %+v", rr.ResponseTime)
+	}
+	if rr := routes["GET /api/users/{n}"]; rr.Regressions != 0 || rr.ResponseTime.Captured.Count != 5 || rr.ResponseTime.Captured.P50US < 900 {
+		t.Errorf("users route %+v", rr)
+	}
+	if len(rep.Regressions) == 0 {
+		t.Fatal("no regression kept")
+	}
+	g := rep.Regressions[0]
+	if len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" || g.Differences[0].Reference != "3" || g.Differences[0].Replayed != "4" || g.Captured == nil {
+		t.Errorf("regression %+v", g)
+	}
+}
+
+// TestPerRequestCaptured: without a baseline the capture is the
+// reference; a rule removes the request id, the changed field remains.
+func TestPerRequestCaptured(t *testing.T) {
+	rules, err := ParseRules(strings.NewReader(`json: ["$.id"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{Rules: rules, MaxRows: -1})
+	reqs := []string{"GET /a/1 HTTP/1.1\r\n\r\n", "GET /b HTTP/1.1\r\n\r\n"}
+	capd := []string{jsonResp(`{"id":"a","v":1}`), jsonResp(`{"id":"b","v":1}`)}
+	got := []string{jsonResp(`{"id":"x","v":1}`), jsonResp(`{"v":2,"id":"y"}`)}
+	playTimed(r, 0, false, reqs, capd, got, 0)
+	rep := r.Report(nil)
+	if rep.Requests.Requests != 2 || rep.Requests.Same != 1 || rep.Requests.Regressions != 1 {
+		t.Fatalf("requests %+v", rep.Requests)
+	}
+	if d := rep.Regressions[0].Differences; len(d) != 1 || d[0].Field != "body $.v" {
+		t.Errorf("differences %+v", d)
+	}
+}
+
+// TestPerRequestRESPAndBytes: RESP by reply (route = command), other
+// protocols by turn, binary shown escaped.
+func TestPerRequestRESPAndBytes(t *testing.T) {
+	r := New(Options{MaxRows: -1})
+	playTimed(r, 0, false,
+		[]string{"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", "*1\r\n$4\r\nPING\r\n"},
+		[]string{"$1\r\nv\r\n", "+PONG\r\n"},
+		[]string{"$1\r\nw\r\n", "+PONG\r\n"}, 0)
+	playTimed(r, 1, false, []string{"\x01\x02hello"}, []string{"\x00\xffabc"}, []string{"\x00\xfeabc"}, 0)
+	rep := r.Report(nil)
+	var regs []string
+	for _, g := range rep.Regressions {
+		for _, d := range g.Differences {
+			regs = append(regs, g.Route+" "+d.Field+" "+d.Reference+" "+d.Replayed)
+		}
+	}
+	want := `GET reply "v" "w"|turn 1 bytes \x00\xffabc \x00\xfeabc`
+	if s := strings.Join(regs, "|"); s != want {
+		t.Errorf("regressions\n%s\nwant\n%s", s, want)
+	}
+}
