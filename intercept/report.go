@@ -128,6 +128,54 @@ func (t *Totals) WriteText(w io.Writer) error {
 	return err
 }
 
+// WriteRequestsText writes the per-request comparison for the end-of-run
+// summary: the verdicts, the response times side by side, and the routes
+// that regressed.
+func (rep *Report) WriteRequestsText(w io.Writer) error {
+	q := rep.Requests
+	if q.Requests == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "requests: %d compared with the %s: %d same, %d differ only in noise, %d regressed, %d not comparable\n",
+		q.Requests, q.Against, q.Same, q.Noise, q.Regressions, q.NotCompared)
+	lat := func(name string, l LatencyStats) string {
+		if l.Count == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %s p50 %s p90 %s p99 %s", name, usDur(l.P50US), usDur(l.P90US), usDur(l.P99US))
+	}
+	rt := rep.ResponseTime
+	fmt.Fprintf(w, "latency:  to the last byte%s%s%s (target/%s p50 %.2f p99 %.2f)\n",
+		lat("target", rt.Replayed), lat("baseline", rt.Baseline), lat("captured", rt.Captured),
+		rt.Ratio.Against, rt.Ratio.P50, rt.Ratio.P99)
+	for _, r := range rep.Routes {
+		if r.Regressions == 0 && (r.ResponseTime.Ratio.P50 < 1.5 || r.Requests < 1) {
+			continue
+		}
+		fmt.Fprintf(w, "  route %s: %d requests, %d regressed; target p50 %s, %s p50 %s\n", r.Route, r.Requests, r.Regressions,
+			usDur(r.ResponseTime.Replayed.P50US), r.ResponseTime.Ratio.Against, usDur(refLat(r.ResponseTime).P50US))
+	}
+	return nil
+}
+
+func refLat(rt ResponseTime) LatencyStats {
+	if rt.Ratio.Against == AgainstBaseline {
+		return rt.Baseline
+	}
+	return rt.Captured
+}
+
+func usDur(us float64) time.Duration {
+	d := time.Duration(us * 1e3)
+	switch {
+	case d >= 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= 10*time.Microsecond:
+		return d.Round(time.Microsecond)
+	}
+	return d
+}
+
 // Row is one session of the report.
 type Row struct {
 	// ID numbers the captured sessions in the order they ended in the

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
 	"github.com/tcopy-tun/tcopy-tun/tun"
@@ -48,6 +49,11 @@ type replayFlags struct {
 	serverLim  int64
 	cpuProfile string // --cpuprofile: a Go CPU profile of the whole run
 	reportRows int
+
+	baseline   netip.AddrPort   // --baseline: the known-good build, replayed in the same run
+	ignore     string           // --ignore FILE: rules of the per-request comparison
+	rules      *intercept.Rules // read from ignore
+	failSlower float64          // --fail-slower RATIO (0: off)
 }
 
 // addrPortValue parses IP:PORT flags.
@@ -114,6 +120,9 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.BoolVar(&f.noCausal, "no-causal-order", false, "let a session start before the sessions that ended before it in the capture have ended (pure load)")
 	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all, -1: none; totals always count every session)")
 	fs.Int64Var(&f.serverLim, "response-limit", 1<<20, "bytes of each captured and replayed response kept for comparison")
+	fs.Var(addrPortValue{&f.baseline}, "baseline", "also replay every session to `IP:PORT`, the known-good build, in the same run: the target's answers are compared with the baseline's, and what differs between the baseline and the capture is learned as noise")
+	fs.StringVar(&f.ignore, "ignore", "", "YAML `FILE` of what the per-request comparison ignores: headers, JSON paths, body regexps, per route or global (see README)")
+	fs.Float64Var(&f.failSlower, "fail-slower", 0, "exit 1 when the target's p99 response time exceeds `RATIO` times the baseline's (else the captured server's); 0: off")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (go tool pprof reads it)")
 	return fs, &maps, &nets, &speed, &shard, &link
 }
@@ -218,6 +227,25 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	}
 	if f.target.IsValid() && f.target.Addr().Is6() && f.target.Addr().IsLoopback() && f.via == "tun" {
 		return nil, fmt.Errorf("--target %s: ::1 cannot be reached through a TUN (the kernel never routes loopback traffic from a device); use 127.0.0.1 or an address of the host", f.target)
+	}
+	if f.baseline.IsValid() {
+		if len(f.maps) > 0 {
+			return nil, fmt.Errorf("--baseline replays one target's sessions to a second one: it cannot be combined with --map")
+		}
+		if f.baseline == f.target {
+			return nil, fmt.Errorf("--baseline %s is the --target itself: name the known-good build's address", f.baseline)
+		}
+		if f.baseline.Addr().Is6() && f.baseline.Addr().IsLoopback() && f.via == "tun" {
+			return nil, fmt.Errorf("--baseline %s: ::1 cannot be reached through a TUN; use 127.0.0.1 or an address of the host", f.baseline)
+		}
+	}
+	if f.failSlower < 0 || f.failSlower != f.failSlower {
+		return nil, fmt.Errorf("--fail-slower %v: want a ratio above 0 (or 0: off)", f.failSlower)
+	}
+	if f.ignore != "" {
+		if f.rules, err = intercept.LoadRules(f.ignore); err != nil {
+			return nil, fmt.Errorf("--ignore: %w", err)
+		}
 	}
 	return f, nil
 }

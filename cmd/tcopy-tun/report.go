@@ -26,7 +26,8 @@ func newReport(f *replayFlags) *report {
 	if f.report != "" {
 		rows = f.reportRows
 	}
-	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim), MaxRows: rows})}
+	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim), MaxRows: rows,
+		Rules: f.rules, Baseline: f.baseline.IsValid()})}
 }
 
 func (r *report) observer() replay.Observer { return r.rec }
@@ -63,6 +64,7 @@ func writeSummary(w io.Writer, res *runResult) {
 	res.summary.WriteText(w)
 	if res.report != nil && res.report.out != nil {
 		res.report.out.Totals.WriteText(w)
+		res.report.out.WriteRequestsText(w)
 	}
 	cs := res.capStats
 	fmt.Fprintf(w, "capture:     %d frames, %d TCP segments", cs.Frames, cs.TCP)

@@ -148,7 +148,28 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 	if onDone != nil {
 		onDone(res)
 	}
-	return res.exitCode(ctx)
+	code := res.exitCode(ctx)
+	if code == exitOK && res.report != nil && res.report.out != nil {
+		// A run that completed can still fail its comparison: answers that
+		// regressed, or a target slower than --fail-slower allows.
+		out := res.report.out
+		if n := out.Requests.Regressions; n > 0 {
+			logf(e, "%d requests regressed (answers differ from the %s beyond noise and --ignore rules)", n, out.Requests.Against)
+			code = exitFailure
+		}
+		if f.failSlower > 0 {
+			rt := out.ResponseTime
+			ref := rt.Captured
+			if f.baseline.IsValid() {
+				ref = rt.Baseline
+			}
+			if rt.Replayed.Count > 0 && ref.Count > 0 && rt.Replayed.P99US > f.failSlower*ref.P99US {
+				logf(e, "the target is slower than --fail-slower %g allows: p99 %.0f µs against the %s's %.0f µs", f.failSlower, rt.Replayed.P99US, rt.Ratio.Against, ref.P99US)
+				code = exitFailure
+			}
+		}
+	}
+	return code
 }
 
 func targetsString(f *replayFlags) string {
@@ -225,6 +246,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Dialer:         dialer,
 		Target:         f.target,
 		Map:            f.maps,
+		Baseline:       f.baseline,
 		Speed:          f.speed,
 		KeepClientIP:   f.keepIP,
 		RunID:          f.runID,
