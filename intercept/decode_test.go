@@ -2,10 +2,10 @@ package intercept
 
 import (
 	"bytes"
-	"strconv"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"strconv"
 	"strings"
 	"testing"
 )

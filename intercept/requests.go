@@ -30,7 +30,7 @@ type reqRec struct {
 	route   string
 	proto   string
 	reqText string
-	reqKey  uint64 // hash of the request's bytes: the same request replayed again has the same key
+	reqKey  uint64  // hash of the request's bytes: the same request replayed again has the same key
 	rep     *answer // the copy's target's answer (nil: none)
 	cap     *answer // the captured answer (nil: none)
 	// lost: the answers could not be decoded whole (a hole, a stream over
@@ -162,9 +162,8 @@ type tracker struct {
 
 	proto  session.Protocol // "" until known
 	server netip.AddrPort
-	start  time.Time // the copy's first write (the replay's times are kept from it)
-	cli    stream    // client bytes as written
-	cliCap []mark    // capture times of the client bytes (ns from session start)
+	cli    stream // client bytes as written
+	cliCap []mark // capture times of the client bytes (ns from session start)
 	capS   stream
 	repS   stream
 	queue  []pendReq
@@ -235,7 +234,7 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 		t.turns++
 		t.queue = append(t.queue, pendReq{
 			route: "turn " + strconv.Itoa(t.turns), key: maphash.Bytes(reqSeed, c.Data),
-			text:  escape(c.Data, maxFieldShow),
+			text:    escape(c.Data, maxFieldShow),
 			capFrom: c.ServerBytesBefore, capTo: -1, repFrom: t.repS.end(), repTo: -1,
 		})
 		if t.turns == 1 && c.ServerBytesBefore > 0 {

@@ -51,7 +51,6 @@ type joinKey struct {
 // join holds a copy's requests until its twin's arrive.
 type join struct {
 	cand, base     []reqRec
-	candN, baseN   int // requests dropped from the front (paired)
 	candEnd, bDone bool
 	session        uint64
 }
