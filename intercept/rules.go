@@ -87,7 +87,10 @@ func ParseRules(rd io.Reader) (*Rules, error) {
 	d := yaml.NewDecoder(rd)
 	d.KnownFields(true)
 	if err := d.Decode(&rf); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("yaml: %w", err)
+		// The YAML library lists several errors on several lines: the
+		// CLI prints one.
+		msg := strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "yaml: ")), " ")
+		return nil, fmt.Errorf("yaml: %s", msg)
 	}
 	r := &Rules{}
 	var err error
