@@ -16,9 +16,16 @@ type field struct{ key, val string }
 // answer is one side's answer to one request, decoded and with the rules
 // applied, ready to compare; text is its readable form for the report.
 type answer struct {
+	// fields are made by lazy when first needed (fieldList): two answers
+	// whose canon is equal are equal without them, which spares decoding
+	// JSON for the answers that agree.
 	fields    []field
+	lazy      func() []field
+	canon     string // the answer as compared, in one string ("" unknown)
 	text      string
 	truncated bool
+	// broken: not an answer of the protocol (fields holds why).
+	broken bool
 	// first and last are the response times to the answer's first and
 	// last byte, in nanoseconds (-1: not measured).
 	first, last int64
@@ -30,6 +37,14 @@ const maxAnswerShow = 4 << 10
 // maxFields bounds the fields of one answer: a JSON body with more leaves
 // is compared in its first maxFields, the rest as one hash field.
 const maxFields = 512
+
+// fieldList returns the answer's fields, making them if not yet made.
+func (a *answer) fieldList() []field {
+	if a.lazy != nil {
+		a.fields, a.lazy = a.lazy(), nil
+	}
+	return a.fields
+}
 
 // httpAnswer decodes an HTTP response into fields: the status, the headers
 // the rules keep (values of one name joined), and the body (decoded; JSON
@@ -62,23 +77,35 @@ func httpAnswer(m *httpMsg, a *applied, limit int) *answer {
 		ans.fields = append(ans.fields, field{"body decoding", note})
 	}
 	body = a.blank(body)
+	var canon strings.Builder
+	for _, f := range ans.fields {
+		canon.WriteString(f.key + ": " + f.val + "\n")
+	}
+	canon.WriteString("\n")
+	canon.Write(body)
+	ans.canon = canon.String()
 	var text bytes.Buffer
 	text.WriteString(m.proto + " " + strconv.Itoa(m.status) + "\n")
 	for _, h := range m.headers {
 		text.WriteString(h.name + ": " + h.value + "\n")
 	}
 	text.WriteString("\n")
-	if len(body) > 0 {
-		var ok bool
-		if isJSONType(m.get("content-type")) || looksJSON(body) {
-			ans.fields, ok = jsonFields(body, "body ", a.keepJSON, ans.fields)
-		}
-		if !ok {
-			ans.fields = append(ans.fields, field{"body", string(body)})
-		}
-	}
 	ans.text, ans.truncated = showText(text.Bytes(), body)
-	ans.fields = a.filter(ans.fields)
+	head := ans.fields
+	isJSON := isJSONType(m.get("content-type")) || looksJSON(body)
+	ans.fields, ans.lazy = nil, func() []field {
+		fs := head
+		if len(body) > 0 {
+			var ok bool
+			if isJSON {
+				fs, ok = jsonFields(body, "body ", a.keepJSON, fs)
+			}
+			if !ok {
+				fs = append(fs, field{"body", string(body)})
+			}
+		}
+		return a.filter(fs)
+	}
 	return ans
 }
 
@@ -148,13 +175,17 @@ func showText(head, body []byte) (string, bool) {
 // the candidate's extra ones). ref is the reference (baseline or
 // capture), got the target's.
 func diffAnswers(ref, got *answer) []FieldDiff {
-	gm := make(map[string]string, len(got.fields))
-	for _, f := range got.fields {
+	if ref.canon != "" && ref.canon == got.canon {
+		return nil // the same bytes, decoded the same way
+	}
+	rf, gf := ref.fieldList(), got.fieldList()
+	gm := make(map[string]string, len(gf))
+	for _, f := range gf {
 		gm[f.key] = f.val
 	}
 	var out []FieldDiff
-	seen := make(map[string]bool, len(ref.fields))
-	for _, f := range ref.fields {
+	seen := make(map[string]bool, len(rf))
+	for _, f := range rf {
 		seen[f.key] = true
 		g, ok := gm[f.key]
 		switch {
@@ -164,7 +195,7 @@ func diffAnswers(ref, got *answer) []FieldDiff {
 			out = append(out, fieldDiff(f.key, f.val, g))
 		}
 	}
-	for _, f := range got.fields {
+	for _, f := range gf {
 		if !seen[f.key] {
 			out = append(out, FieldDiff{Field: f.key, Offset: -1, Replayed: escape([]byte(f.val), maxFieldShow), Missing: "reference"})
 		}

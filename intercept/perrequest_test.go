@@ -170,3 +170,45 @@ func TestPerRequestRESPAndBytes(t *testing.T) {
 		t.Errorf("regressions\n%s\nwant\n%s", s, want)
 	}
 }
+
+// BenchmarkPerRequestHTTP: what the per-request comparison costs for a
+// keep-alive session of 50 JSON answers that differ from the capture in a
+// request id (the session-level comparison included).
+func BenchmarkPerRequestHTTP(b *testing.B) {
+	const n = 50
+	reqs, capd, got := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		reqs[i] = "GET /api/items/" + itoa(i) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		capd[i] = jsonResp(`{"id":` + itoa(i) + `,"request_id":"aaaaaaaa","name":"item","tags":["a","b","c"],"price":12.5}`)
+		got[i] = jsonResp(`{"id":` + itoa(i) + `,"request_id":"bbbbbbbb","name":"item","tags":["a","b","c"],"price":12.5}`)
+	}
+	r := New(Options{MaxRows: -1})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		playTimed(r, uint64(i), false, reqs, capd, got, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/request")
+}
+
+// TestPerRequestBroken: a target that stops speaking the protocol, or
+// sends no answer, regresses; a capture that cannot be decoded leaves the
+// requests without a verdict.
+func TestPerRequestBroken(t *testing.T) {
+	r := New(Options{MaxRows: -1})
+	reqs := []string{"GET /a HTTP/1.1\r\n\r\n", "GET /b HTTP/1.1\r\n\r\n"}
+	capd := []string{jsonResp(`{"v":1}`), jsonResp(`{"v":2}`)}
+	playTimed(r, 0, false, reqs, capd, []string{"garbage\x00\r\n\r\n", ""}, 0)
+	playTimed(r, 1, false, reqs, []string{"SSH-2.0\r\n", ""}, []string{jsonResp(`{"v":1}`), jsonResp(`{"v":2}`)}, 0)
+	rep := r.Report(nil)
+	if q := rep.Requests; q.Requests != 4 || q.Regressions != 2 || q.NotCompared != 2 {
+		t.Fatalf("requests %+v", q)
+	}
+	var got []string
+	for _, g := range rep.Regressions {
+		got = append(got, g.Differences[0].Field+":"+g.Differences[0].Missing)
+	}
+	if s := strings.Join(got, " "); s != "answer: answer:replayed" {
+		t.Errorf("differences %s", s)
+	}
+}

@@ -192,7 +192,7 @@ func (o *sessionObs) Done(res *replay.Result) {
 	o.cmp.release()
 	if res.Outcome == replay.Canceled || res.Dropped > 0 || res.Tail == nil {
 		// Cut short: what was not paired yet has no verdict.
-		o.trk.capS.lost = o.trk.capS.lost || res.Tail == nil
+		o.trk.capS.drop()
 	}
 	o.trk.finish()
 	o.r.reqs.done(o.key, o.key.id, o.base)

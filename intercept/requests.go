@@ -57,7 +57,10 @@ type stream struct {
 	base  int64
 	marks []mark
 	eof   bool
-	lost  bool // bytes were lost (a hole, the limit): no more decoding
+	lost  bool // bytes were lost (a hole, the limit), or do not decode: no more decoding
+	// broken: lost because the bytes do not decode as the protocol (an
+	// answer of its own, not a lack of data).
+	broken bool
 }
 
 func (s *stream) end() int64 { return s.base + int64(s.n) }
@@ -160,16 +163,17 @@ type tracker struct {
 	limit    int
 	emit     func(reqRec)
 
-	proto  session.Protocol // "" until known
-	server netip.AddrPort
-	cli    stream // client bytes as written
-	cliCap []mark // capture times of the client bytes (ns from session start)
-	capS   stream
-	repS   stream
-	queue  []pendReq
-	next   int   // requests emitted
-	lastSB int64 // turn mode: the last chunk's ServerBytesBefore
-	turns  int
+	proto    session.Protocol // "" until known
+	server   netip.AddrPort
+	cli      stream // client bytes as written
+	cliCap   []mark // capture times of the client bytes (ns from session start)
+	capS     stream
+	repS     stream
+	queue    []pendReq
+	rulesFor map[string]*applied // the rules of each route seen, merged once
+	next     int                 // requests emitted
+	lastSB   int64               // turn mode: the last chunk's ServerBytesBefore
+	turns    int
 }
 
 var reqSeed = maphash.MakeSeed()
@@ -333,7 +337,7 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 	if s.lost {
 		return nil, true
 	}
-	a := t.rules.apply(q.route, t.volatile)
+	a := t.applied(q.route)
 	for {
 		if s.n == 0 {
 			return nil, final
@@ -346,8 +350,7 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 				return nil, final
 			}
 			if err != nil {
-				s.drop()
-				return nil, true
+				return t.broken(s, b, err, capture), true
 			}
 			if m.status/100 == 1 && m.status != 101 {
 				s.consume(n) // interim: the final answer follows
@@ -363,8 +366,7 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 				return nil, final
 			}
 			if err != nil {
-				s.drop()
-				return nil, true
+				return t.broken(s, b, err, capture), true
 			}
 			ans = respAnswer(v, b[:n], a)
 			t.times(ans, s, n, q, capture)
@@ -372,6 +374,20 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 			return ans, true
 		}
 	}
+}
+
+// broken handles bytes that do not decode as the session's protocol: the
+// stream is given up. In the capture that leaves no reference (nil); the
+// target's answer is then this: what it sent instead, a difference.
+func (t *tracker) broken(s *stream, b []byte, err error, capture bool) *answer {
+	s.drop()
+	if capture {
+		return nil
+	}
+	s.broken = true
+	ans := &answer{first: -1, last: -1, broken: true, fields: []field{{"answer", "not " + string(t.proto) + ": " + err.Error()}}}
+	ans.text, ans.truncated = showText(nil, b)
+	return ans
 }
 
 // times sets an answer's response times: from the request's last byte to
@@ -398,7 +414,7 @@ func (t *tracker) pairMessage(q *pendReq, final bool) (reqRec, bool) {
 	}
 	c, _ := t.side(&t.capS, q, final, true)
 	r, _ := t.side(&t.repS, q, final, false)
-	return reqRec{cap: c, rep: r, lost: t.capS.lost || t.repS.lost}, true
+	return reqRec{cap: c, rep: r, lost: t.capS.lost || t.repS.lost && !t.repS.broken}, true
 }
 
 // ready reports whether the stream holds q's complete answer (or bytes
@@ -438,7 +454,7 @@ func (t *tracker) pairTurn(q *pendReq, final bool) (reqRec, bool) {
 	if capTo < 0 || repTo < 0 || (!t.capS.lost && t.capS.end() < capTo && !final) {
 		return reqRec{}, false
 	}
-	a := t.rules.apply(q.route, t.volatile)
+	a := t.applied(q.route)
 	var rec reqRec
 	rec.cap = t.turnSide(&t.capS, q.capFrom, capTo, a, q.capAt)
 	rec.rep = t.turnSide(&t.repS, q.repFrom, repTo, a, q.repAt)
@@ -466,6 +482,19 @@ func (t *tracker) turnSide(s *stream, from, to int64, a *applied, reqAt int64) *
 	}
 	s.consume(n)
 	return ans
+}
+
+// applied returns the rules of a route, merged once per session.
+func (t *tracker) applied(route string) *applied {
+	a := t.rulesFor[route]
+	if a == nil {
+		if t.rulesFor == nil {
+			t.rulesFor = map[string]*applied{}
+		}
+		a = t.rules.apply(route, t.volatile)
+		t.rulesFor[route] = a
+	}
+	return a
 }
 
 // finish pairs what is left: the session is over.

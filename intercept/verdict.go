@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // The Recorder's per-request bookkeeping: every request of every copy
@@ -122,7 +123,7 @@ func (s *reqStats) add(k joinKey, session uint64, isBase bool, rec reqRec) {
 		ra.lat[latReplayed].addAnswer(rec.rep, &ra.first[latReplayed])
 	}
 	if !s.baseline {
-		s.verdict(ra, session, k, rec, rec.cap, nil)
+		s.verdict(ra, session, k, rec, nil)
 		return
 	}
 	j := s.joins[k]
@@ -166,18 +167,13 @@ func (s *reqStats) pair(k joinKey, j *join, final bool) {
 	for len(j.cand) > 0 && len(j.base) > 0 {
 		c, b := j.cand[0], j.base[0]
 		j.cand, j.base = j.cand[1:], j.base[1:]
-		ra := s.route(c.route, c.proto)
-		var ref *answer
-		if !b.lost {
-			ref = b.rep
-		}
-		s.verdict(ra, j.session, k, c, ref, &b)
+		s.verdict(s.route(c.route, c.proto), j.session, k, c, &b)
 	}
 	if !final {
 		return
 	}
 	for _, c := range j.cand {
-		s.verdict(s.route(c.route, c.proto), j.session, k, c, nil, nil)
+		s.verdict(s.route(c.route, c.proto), j.session, k, c, nil) // no twin
 	}
 	delete(s.joins, k)
 }
@@ -189,18 +185,37 @@ func (s *reqStats) flush() {
 	}
 }
 
-// verdict counts one target request against its reference answer.
-func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, ref *answer, base *reqRec) {
+// verdict counts one target request against its reference: its baseline
+// twin's answer (base; nil when it has none) when a baseline runs, else
+// the captured answer.
+func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, base *reqRec) {
 	ra.requests++
-	if c.lost || c.rep == nil || ref == nil {
-		if c.rep == nil && ref == nil && !c.lost {
-			ra.same++ // neither side answered: they agree
+	ref := c.cap
+	if s.baseline {
+		if base == nil || base.lost {
+			ra.notComp++
 			return
 		}
+		ref = base.rep
+	}
+	if c.lost {
 		ra.notComp++
 		return
 	}
-	diffs := diffAnswers(ref, c.rep)
+	var diffs []FieldDiff
+	switch {
+	case c.rep == nil && ref == nil:
+		// Neither answered (the turn had no answer): they agree.
+	case c.rep == nil:
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow), Missing: "replayed"}}
+	case c.rep.broken && ref != nil:
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow),
+			Replayed: cutText(c.rep.fields[0].val+": "+c.rep.text, maxFieldShow)}}
+	case ref == nil:
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Replayed: cutText(c.rep.text, maxFieldShow), Missing: "reference"}}
+	default:
+		diffs = diffAnswers(ref, c.rep)
+	}
 	if len(diffs) == 0 {
 		ra.same++
 		return
@@ -242,6 +257,18 @@ func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, re
 	}
 }
 
+// cutText cuts readable text (already escaped) at about n bytes, on a
+// character boundary.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 func mergeKeys(a, b []string) []string {
 	seen := map[string]bool{}
 	for _, k := range a {
@@ -257,6 +284,9 @@ func mergeKeys(a, b []string) []string {
 }
 
 func showAnswer(a *answer) Answer {
+	if a == nil {
+		return Answer{Text: "(no answer)", FirstByteUS: -1, LastByteUS: -1}
+	}
 	us := func(ns int64) float64 {
 		if ns < 0 {
 			return -1

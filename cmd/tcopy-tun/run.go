@@ -163,7 +163,9 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 			if f.baseline.IsValid() {
 				ref = rt.Baseline
 			}
-			if rt.Replayed.Count > 0 && ref.Count > 0 && rt.Replayed.P99US > f.failSlower*ref.P99US {
+			if rt.Replayed.Count == 0 || ref.Count == 0 {
+				logf(e, "--fail-slower: no response times of the target and the %s to compare (no request was answered on both)", rt.Ratio.Against)
+			} else if rt.Replayed.P99US > f.failSlower*ref.P99US {
 				logf(e, "the target is slower than --fail-slower %g allows: p99 %.0f µs against the %s's %.0f µs", f.failSlower, rt.Replayed.P99US, rt.Ratio.Against, ref.P99US)
 				code = exitFailure
 			}
