@@ -305,6 +305,9 @@ func parseRESPDepth(b []byte, depth int) (respValue, int, error) {
 		}
 		return respValue{}, 0, errIncomplete
 	}
+	if le == 0 {
+		return respValue{}, 0, errors.New("resp: empty line where a type byte belongs")
+	}
 	kind, line, n := b[0], b[1:le], le+2
 	num := func() (int64, error) {
 		v, err := strconv.ParseInt(string(line), 10, 64)

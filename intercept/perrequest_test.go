@@ -212,3 +212,51 @@ func TestPerRequestBroken(t *testing.T) {
 		t.Errorf("differences %s", s)
 	}
 }
+
+// FuzzPerRequest: any requests and answers, cut anywhere, pair without
+// a panic, and every request is counted once.
+func FuzzPerRequest(f *testing.F) {
+	f.Add([]byte("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"), []byte(jsonResp(`{"a":1}`)+jsonResp(`{"b":1}`)), []byte(jsonResp(`{"a":2}`)), uint8(7), true)
+	f.Add([]byte("*1\r\n$4\r\nPING\r\n"), []byte("+PONG\r\n"), []byte("-ERR\r\n"), uint8(3), false)
+	f.Add([]byte("\x01\x02"), []byte("\x00"), []byte("\xff"), uint8(1), true)
+	f.Fuzz(func(t *testing.T, req, capd, got []byte, cut uint8, base bool) {
+		piece := int(cut%16) + 1
+		split := func(b []byte) []string {
+			var out []string
+			for len(b) > 0 {
+				n := min(piece, len(b))
+				out = append(out, string(b[:n]))
+				b = b[n:]
+			}
+			return out
+		}
+		rq, cp, gt := split(req), split(capd), split(got)
+		n := max(len(rq), len(cp), len(gt))
+		for len(rq) < n {
+			rq = append(rq, "")
+		}
+		for len(cp) < n {
+			cp = append(cp, "")
+		}
+		for len(gt) < n {
+			gt = append(gt, "")
+		}
+		// Empty chunks are not in the engine's contract: drop them.
+		var r2, c2, g2 []string
+		for i := range n {
+			if rq[i] != "" {
+				r2, c2, g2 = append(r2, rq[i]), append(c2, cp[i]), append(g2, gt[i])
+			}
+		}
+		r := New(Options{MaxRows: -1, Baseline: base, RecordLimit: 256})
+		playTimed(r, 0, false, r2, c2, g2, 0)
+		if base {
+			playTimed(r, 0, true, r2, c2, c2, 0)
+		}
+		rep := r.Report(nil)
+		q := rep.Requests
+		if q.Same+q.Noise+q.Regressions+q.NotCompared != q.Requests {
+			t.Fatalf("requests %+v do not add up", q)
+		}
+	})
+}
