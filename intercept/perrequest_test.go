@@ -3,6 +3,7 @@ package intercept
 import (
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,4 +260,25 @@ func FuzzPerRequest(f *testing.F) {
 			t.Fatalf("requests %+v do not add up", q)
 		}
 	})
+}
+
+// TestPerRequestConcurrent: copies and their twins finish on many
+// goroutines at once (run with -race): the counts add up.
+func TestPerRequestConcurrent(t *testing.T) {
+	r := New(Options{Baseline: true, MaxRows: -1})
+	reqs := []string{"GET /api/items/1 HTTP/1.1\r\n\r\n", "GET /api/items/1 HTTP/1.1\r\n\r\n"}
+	capd := []string{jsonResp(`{"id":"a","p":1}`), jsonResp(`{"id":"b","p":1}`)}
+	base := []string{jsonResp(`{"id":"c","p":1}`), jsonResp(`{"id":"d","p":1}`)}
+	cand := []string{jsonResp(`{"id":"e","p":2}`), jsonResp(`{"id":"f","p":1}`)}
+	var wg sync.WaitGroup
+	for i := range uint64(16) {
+		wg.Add(2)
+		go func() { defer wg.Done(); playTimed(r, i, true, reqs, capd, base, 0) }()
+		go func() { defer wg.Done(); playTimed(r, i, false, reqs, capd, cand, 0) }()
+	}
+	wg.Wait()
+	q := r.Report(nil).Requests
+	if q.Requests != 32 || q.Regressions != 16 || q.Noise != 16 {
+		t.Errorf("requests %+v; want 32, 16 regressed (p), 16 noise (id)", q)
+	}
 }

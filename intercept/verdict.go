@@ -53,7 +53,7 @@ type joinKey struct {
 type join struct {
 	cand, base     []reqRec
 	candEnd, bDone bool
-	session        uint64
+	session        uint64 // the session's start number
 }
 
 // routeAgg is one route's counts.
@@ -101,20 +101,26 @@ func (s *reqStats) route(name, proto string) *routeAgg {
 	return ra
 }
 
-// add takes one request of one copy.
+// add takes one request of one copy. The answers are compared outside
+// the lock (decoding JSON is the costly part): only the counting is
+// serialised. An answer is shared between goroutines only once its fields
+// are made (fieldList), after which it is only read.
 func (s *reqStats) add(k joinKey, session uint64, isBase bool, rec reqRec) {
+	var noise []FieldDiff
+	if isBase && !rec.lost && rec.rep != nil {
+		rec.rep.fieldList()
+		if rec.cap != nil {
+			noise = diffAnswers(rec.cap, rec.rep)
+		}
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ra := s.route(rec.route, rec.proto)
+	var prev *answer
 	if isBase {
 		ra.lat[latBaseline].addAnswer(rec.rep, &ra.first[latBaseline])
+		ra.learn(noise)
 		if !rec.lost && rec.rep != nil {
-			if rec.cap != nil {
-				ra.learn(diffAnswers(rec.cap, rec.rep))
-			}
-			if prev := s.baseReq[rec.reqKey]; prev != nil {
-				ra.learn(diffAnswers(prev, rec.rep))
-			} else if len(s.baseReq) < maxBaseReqs {
+			if prev = s.baseReq[rec.reqKey]; prev == nil && len(s.baseReq) < maxBaseReqs {
 				s.baseReq[rec.reqKey] = rec.rep
 			}
 		}
@@ -122,22 +128,36 @@ func (s *reqStats) add(k joinKey, session uint64, isBase bool, rec reqRec) {
 		ra.lat[latCaptured].addAnswer(rec.cap, &ra.first[latCaptured])
 		ra.lat[latReplayed].addAnswer(rec.rep, &ra.first[latReplayed])
 	}
-	if !s.baseline {
-		s.verdict(ra, session, k, rec, nil)
-		return
+	var pairs [][2]*reqRec
+	if s.baseline {
+		j := s.joins[k]
+		if j == nil {
+			j = &join{session: session}
+			s.joins[k] = j
+		}
+		if isBase {
+			j.base = append(j.base, rec)
+		} else {
+			j.cand = append(j.cand, rec)
+		}
+		pairs = s.pairLocked(k, j, false)
 	}
-	j := s.joins[k]
-	if j == nil {
-		j = &join{session: session}
-		s.joins[k] = j
+	s.mu.Unlock()
+
+	if prev != nil {
+		// Two baseline answers to the same request: what differs is noise.
+		if d := diffAnswers(prev, rec.rep); len(d) > 0 {
+			s.mu.Lock()
+			ra.learn(d)
+			s.mu.Unlock()
+		}
 	}
-	if isBase {
-		j.base = append(j.base, rec)
-	} else {
-		j.cand = append(j.cand, rec)
-		j.session = session
+	if !s.baseline && !isBase {
+		s.judge(session, k, &rec, nil)
 	}
-	s.pair(k, j, false)
+	for _, p := range pairs {
+		s.judge(session, k, p[0], p[1])
+	}
 }
 
 // done: one copy of k has no more requests.
@@ -146,7 +166,6 @@ func (s *reqStats) done(k joinKey, session uint64, isBase bool) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	j := s.joins[k]
 	if j == nil {
 		j = &join{session: session}
@@ -156,54 +175,73 @@ func (s *reqStats) done(k joinKey, session uint64, isBase bool) {
 		j.bDone = true
 	} else {
 		j.candEnd = true
-		j.session = session
 	}
-	s.pair(k, j, j.bDone && j.candEnd)
+	pairs := s.pairLocked(k, j, j.bDone && j.candEnd)
+	s.mu.Unlock()
+	for _, p := range pairs {
+		s.judge(session, k, p[0], p[1])
+	}
 }
 
-// pair compares the requests both copies have; final: both are done, the
-// rest has no counterpart.
-func (s *reqStats) pair(k joinKey, j *join, final bool) {
+// pairLocked takes the requests both copies have, to be judged; final:
+// both are done, and the target's requests left have no twin (nil). The
+// join is then forgotten.
+func (s *reqStats) pairLocked(k joinKey, j *join, final bool) [][2]*reqRec {
+	var out [][2]*reqRec
 	for len(j.cand) > 0 && len(j.base) > 0 {
 		c, b := j.cand[0], j.base[0]
 		j.cand, j.base = j.cand[1:], j.base[1:]
-		s.verdict(s.route(c.route, c.proto), j.session, k, c, &b)
+		out = append(out, [2]*reqRec{&c, &b})
 	}
-	if !final {
-		return
+	if final {
+		for i := range j.cand {
+			out = append(out, [2]*reqRec{&j.cand[i], nil})
+		}
+		delete(s.joins, k)
 	}
-	for _, c := range j.cand {
-		s.verdict(s.route(c.route, c.proto), j.session, k, c, nil) // no twin
-	}
-	delete(s.joins, k)
+	return out
 }
 
-// flush gives up the copies whose twin never finished (at Report).
+// flush judges the copies whose twin never finished (at Report).
 func (s *reqStats) flush() {
+	s.mu.Lock()
+	var todo []struct {
+		k     joinKey
+		j     *join
+		pairs [][2]*reqRec
+	}
 	for k, j := range s.joins {
-		s.pair(k, j, true)
+		todo = append(todo, struct {
+			k     joinKey
+			j     *join
+			pairs [][2]*reqRec
+		}{k, j, s.pairLocked(k, j, true)})
+	}
+	s.mu.Unlock()
+	for _, t := range todo {
+		for _, p := range t.pairs {
+			s.judge(t.j.session, t.k, p[0], p[1])
+		}
 	}
 }
 
-// verdict counts one target request against its reference: its baseline
+// judge compares one target request with its reference — its baseline
 // twin's answer (base; nil when it has none) when a baseline runs, else
-// the captured answer.
-func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, base *reqRec) {
-	ra.requests++
+// the captured answer — and counts the verdict.
+func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
+	notComp := false
 	ref := c.cap
 	if s.baseline {
 		if base == nil || base.lost {
-			ra.notComp++
-			return
+			notComp = true
+		} else {
+			ref = base.rep
 		}
-		ref = base.rep
 	}
-	if c.lost {
-		ra.notComp++
-		return
-	}
+	notComp = notComp || c.lost
 	var diffs []FieldDiff
 	switch {
+	case notComp:
 	case c.rep == nil && ref == nil:
 		// Neither answered (the turn had no answer): they agree.
 	case c.rep == nil:
@@ -216,15 +254,42 @@ func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, ba
 	default:
 		diffs = diffAnswers(ref, c.rep)
 	}
-	if len(diffs) == 0 {
+	var keys []string
+	var sig string
+	var ex *Regression
+	if len(diffs) > 0 {
+		keys = make([]string, len(diffs))
+		for i, d := range diffs {
+			keys[i] = foldIndices(d.Field)
+		}
+		sig = strings.Join(keys, "\x00")
+		against := AgainstCaptured
+		if base != nil {
+			against = AgainstBaseline
+		}
+		ex = &Regression{
+			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
+			RequestText: c.reqText, Against: against, Differences: diffs,
+			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
+		}
+		if base != nil && c.cap != nil {
+			ca := showAnswer(c.cap)
+			ex.Captured = &ca
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ra := s.route(c.route, c.proto)
+	ra.requests++
+	switch {
+	case notComp:
+		ra.notComp++
+		return
+	case len(diffs) == 0:
 		ra.same++
 		return
 	}
-	keys := make([]string, len(diffs))
-	for i, d := range diffs {
-		keys[i] = foldIndices(d.Field)
-	}
-	sig := strings.Join(keys, "\x00")
 	g := ra.groups[sig]
 	if g == nil {
 		if len(ra.groups) >= maxGroups {
@@ -240,20 +305,7 @@ func (s *reqStats) verdict(ra *routeAgg, session uint64, k joinKey, c reqRec, ba
 	}
 	g.count++
 	if len(g.examples) < maxExamples {
-		against := AgainstCaptured
-		if base != nil {
-			against = AgainstBaseline
-		}
-		reg := Regression{
-			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
-			RequestText: c.reqText, Against: against, Differences: diffs,
-			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
-		}
-		if base != nil && c.cap != nil {
-			ca := showAnswer(c.cap)
-			reg.Captured = &ca
-		}
-		g.examples = append(g.examples, reg)
+		g.examples = append(g.examples, *ex)
 	}
 }
 
@@ -305,9 +357,9 @@ func (ra *routeAgg) learn(diffs []FieldDiff) {
 
 // results computes the report's per-request parts.
 func (s *reqStats) results(rep *Report) {
+	s.flush()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.flush()
 	against := AgainstCaptured
 	if s.baseline {
 		against = AgainstBaseline
