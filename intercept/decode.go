@@ -412,53 +412,270 @@ func respFields(v respValue, key string, out []field) []field {
 }
 
 // jsonFields flattens a JSON document into one field per leaf, keyed by
-// its JSON path under prefix ("body $.a.b[0]"), values in compact JSON.
-// Object keys are sorted, so equal documents give equal fields whatever
-// their key order and spacing. ok is false when b is not one JSON value.
+// its JSON path under prefix ("body $.a.b[0]"), values as they are
+// written in the document (strings quoted; numbers, true, false, null as
+// is; empty objects and arrays as {} and []). Object keys are sorted, so
+// equal documents give equal fields whatever their key order and
+// spacing. keep, when set, is asked before a node is flattened: false
+// leaves the node and what is below it out. ok is false when b is not
+// one JSON value. It scans the bytes itself: decoding into Go values and
+// encoding every leaf again cost most of the per-request comparison.
 func jsonFields(b []byte, prefix string, keep func(path []string) bool, out []field) ([]field, bool) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
+	j := jsonScan{b: b}
+	j.ws()
+	end, ok := j.skip(j.i, 0)
+	if !ok {
 		return out, false
 	}
-	if _, err := d.Token(); err != io.EOF {
+	j.i = end
+	j.ws()
+	if j.i != len(b) {
 		return out, false // trailing data: not one value
 	}
-	var walk func(v any, path []string)
-	walk = func(v any, path []string) {
-		if keep != nil && !keep(path) {
-			return
+	start := 0
+	for start < len(b) && isJSONSpace(b[start]) {
+		start++
+	}
+	return j.flatten(start, nil, prefix, keep, out), true
+}
+
+// jsonScan walks a JSON document's bytes.
+type jsonScan struct {
+	b []byte
+	i int
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func (j *jsonScan) ws() {
+	for j.i < len(j.b) && isJSONSpace(j.b[j.i]) {
+		j.i++
+	}
+}
+
+// maxJSONDepth bounds nesting (a hostile "[[[[..." must not recurse
+// without end).
+const maxJSONDepth = 200
+
+// skip returns the end of the value that starts at i (no space before
+// it), checking its syntax.
+func (j *jsonScan) skip(i, depth int) (int, bool) {
+	b := j.b
+	if i >= len(b) || depth > maxJSONDepth {
+		return 0, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return j.skipString(i)
+	case c == '{' || c == '[':
+		closeB := byte('}')
+		if c == '[' {
+			closeB = ']'
 		}
-		switch x := v.(type) {
-		case map[string]any:
-			if len(x) == 0 {
-				out = append(out, field{prefix + jsonPath(path), "{}"})
-				return
+		i++
+		j.i = i
+		j.ws()
+		if j.i < len(b) && b[j.i] == closeB {
+			return j.i + 1, true
+		}
+		for {
+			j.ws()
+			if c == '{' {
+				e, ok := j.skipString(j.i)
+				if !ok {
+					return 0, false
+				}
+				j.i = e
+				j.ws()
+				if j.i >= len(b) || b[j.i] != ':' {
+					return 0, false
+				}
+				j.i++
+				j.ws()
 			}
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
+			e, ok := j.skip(j.i, depth+1)
+			if !ok {
+				return 0, false
 			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				walk(x[k], append(path[:len(path):len(path)], k))
+			j.i = e
+			j.ws()
+			if j.i >= len(b) {
+				return 0, false
 			}
-		case []any:
-			if len(x) == 0 {
-				out = append(out, field{prefix + jsonPath(path), "[]"})
-				return
+			switch b[j.i] {
+			case ',':
+				j.i++
+			case closeB:
+				return j.i + 1, true
+			default:
+				return 0, false
 			}
-			for i, e := range x {
-				walk(e, append(path[:len(path):len(path)], "["+strconv.Itoa(i)+"]"))
+		}
+	case c == 't', c == 'f', c == 'n':
+		for _, lit := range [...]string{"true", "false", "null"} {
+			if bytes.HasPrefix(b[i:], []byte(lit)) {
+				return i + len(lit), true
 			}
+		}
+		return 0, false
+	case c == '-' || c >= '0' && c <= '9':
+		return jsonNumber(b, i)
+	}
+	return 0, false
+}
+
+// jsonNumber returns the end of the number at i, by JSON's grammar:
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(b []byte, i int) (int, bool) {
+	digits := func(k int) int {
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k++
+		}
+		return k
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(i)
+	default:
+		return 0, false
+	}
+	if i < len(b) && b[i] == '.' {
+		e := digits(i + 1)
+		if e == i+1 {
+			return 0, false
+		}
+		i = e
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		e := digits(i)
+		if e == i {
+			return 0, false
+		}
+		i = e
+	}
+	return i, true
+}
+
+// skipString returns the end of the string that starts at i.
+func (j *jsonScan) skipString(i int) (int, bool) {
+	b := j.b
+	if i >= len(b) || b[i] != '"' {
+		return 0, false
+	}
+	for k := i + 1; k < len(b); k++ {
+		switch b[k] {
+		case '\\':
+			if k+1 >= len(b) {
+				return 0, false
+			}
+			switch b[k+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				k++
+			case 'u':
+				if k+5 >= len(b) || !isHex(string(b[k+2:k+6])) {
+					return 0, false
+				}
+				k += 5
+			default:
+				return 0, false
+			}
+		case '"':
+			return k + 1, true
 		default:
-			j, _ := json.Marshal(x)
-			out = append(out, field{prefix + jsonPath(path), string(j)})
+			if b[k] < 0x20 {
+				return 0, false
+			}
 		}
 	}
-	walk(v, nil)
-	return out, true
+	return 0, false
+}
+
+// key returns an object key (the string at [i, e)) unquoted.
+func (j *jsonScan) key(i, e int) string {
+	raw := j.b[i+1 : e-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw)
+	}
+	var s string
+	if json.Unmarshal(j.b[i:e], &s) != nil {
+		return string(raw)
+	}
+	return s
+}
+
+// flatten appends the fields of the (valid) value at i.
+func (j *jsonScan) flatten(i int, path []string, prefix string, keep func([]string) bool, out []field) []field {
+	if keep != nil && !keep(path) {
+		return out
+	}
+	b := j.b
+	switch b[i] {
+	case '{', '[':
+		obj := b[i] == '{'
+		type member struct {
+			key string
+			at  int
+		}
+		var ms []member
+		j.i = i + 1
+		for n := 0; ; n++ {
+			j.ws()
+			if b[j.i] == '}' || b[j.i] == ']' {
+				break
+			}
+			k := "[" + strconv.Itoa(n) + "]"
+			if obj {
+				e, _ := j.skipString(j.i)
+				k = j.key(j.i, e)
+				j.i = e
+				j.ws()
+				j.i++ // ':'
+				j.ws()
+			}
+			at := j.i
+			e, _ := j.skip(at, 0)
+			ms = append(ms, member{k, at})
+			j.i = e
+			j.ws()
+			if b[j.i] == ',' {
+				j.i++
+			}
+		}
+		if len(ms) == 0 {
+			v := "[]"
+			if obj {
+				v = "{}"
+			}
+			return append(out, field{prefix + jsonPath(path), v})
+		}
+		if obj {
+			sort.SliceStable(ms, func(a, c int) bool { return ms[a].key < ms[c].key })
+			// A key given twice: the last one counts, as in encoding/json.
+			kept := ms[:0]
+			for n, m := range ms {
+				if n+1 < len(ms) && ms[n+1].key == m.key {
+					continue
+				}
+				kept = append(kept, m)
+			}
+			ms = kept
+		}
+		for _, m := range ms {
+			out = j.flatten(m.at, append(path[:len(path):len(path)], m.key), prefix, keep, out)
+		}
+		return out
+	}
+	e, _ := j.skip(i, 0)
+	return append(out, field{prefix + jsonPath(path), string(b[i:e])})
 }
 
 // jsonPath writes a path as $.a.b[0]; keys that are not identifiers are

@@ -5,9 +5,11 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func gz(s string) string {
@@ -246,7 +248,7 @@ func FuzzHTTPResponse(f *testing.F) {
 			t.Fatalf("length %d of %d bytes", n, len(b))
 		}
 		decodeBody(m, 1<<16)
-		httpAnswer(m, (*Rules)(nil).apply("GET /", nil), 1<<16)
+		httpAnswer(m, (*Rules)(nil).apply("GET /", nil), 1<<16).fieldList()
 		if !eof {
 			_, n2, err := parseHTTPResponse(append(b[:n:n], "HTTP/1.1 200 OK\r\n"...), "GET", false)
 			if err != nil || n2 != n {
@@ -276,5 +278,40 @@ func FuzzRESP(f *testing.F) {
 			t.Fatalf("with more bytes after it: %d, %v; was %d", n2, err, n)
 		}
 		parseRESPCommand(b)
+	})
+}
+
+// FuzzJSONFields: the flattener accepts exactly what encoding/json calls
+// valid, and a document re-encoded with other spacing and key order gives
+// the same fields.
+func FuzzJSONFields(f *testing.F) {
+	f.Add([]byte(`{"b":[1,{"c":"x\u00e9"}],"a":-1.5e3,"e":{},"f":[],"g":null,"h":true}`))
+	f.Add([]byte(`[01]`))
+	f.Add([]byte(`"\q"`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fs, ok := jsonFields(b, "", nil, nil)
+		if ok != json.Valid(b) {
+			t.Fatalf("jsonFields ok %v, json.Valid %v", ok, json.Valid(b))
+		}
+		if !ok {
+			return
+		}
+		var v any
+		if !utf8.Valid(b) || json.Unmarshal(b, &v) != nil {
+			return // encoding/json replaces invalid UTF-8; the flattener keeps the bytes
+		}
+		b2, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return
+		}
+		fs2, ok2 := jsonFields(b2, "", nil, nil)
+		if !ok2 || len(fs2) != len(fs) {
+			t.Fatalf("re-encoded: %d fields (ok %v), was %d", len(fs2), ok2, len(fs))
+		}
+		for i := range fs {
+			if fs[i].key != fs2[i].key {
+				t.Fatalf("field %d: key %q, re-encoded %q", i, fs[i].key, fs2[i].key)
+			}
+		}
 	})
 }
