@@ -20,15 +20,16 @@ import (
 //
 // Memory: per route a few histograms, the noise fields, and one group per
 // distinct set of differing fields (at most maxGroups per route) with a
-// few examples; the baseline's first answer to each distinct request (at
-// most maxBaseReqs); and the requests of a copy whose twin has not
-// answered them yet.
+// few examples (maxStored in all); the baseline's first answer to each
+// distinct request (at most maxBaseReqs); and the requests of a copy
+// whose twin has not answered them yet.
 
 const (
 	maxRoutes    = 1000 // further routes are counted under "(other)"
 	maxGroups    = 64   // distinct difference sets per route
 	maxExamples  = 3    // regression examples kept per difference set
-	maxBaseReqs  = 4096 // baseline answers kept to learn noise between them
+	maxStored    = 2000 // regression examples kept in all (each up to about 3 × 4 KiB of answers)
+	maxBaseReqs  = 1024 // baseline answers kept to learn noise between them
 	maxRouteRegs = 10   // regressions reported per route
 	otherRoute   = "(other)"
 )
@@ -40,6 +41,7 @@ type reqStats struct {
 	order    []string
 	joins    map[joinKey]*join
 	baseReq  map[uint64]*answer
+	stored   int // examples kept (maxStored)
 }
 
 // joinKey names one copy of one session: a target copy and its baseline
@@ -304,8 +306,9 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 		}
 	}
 	g.count++
-	if len(g.examples) < maxExamples {
+	if len(g.examples) < maxExamples && s.stored < maxStored {
 		g.examples = append(g.examples, *ex)
+		s.stored++
 	}
 }
 
