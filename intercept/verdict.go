@@ -31,6 +31,7 @@ const (
 	maxStored    = 2000 // regression examples kept in all (each up to about 3 × 4 KiB of answers)
 	maxBaseReqs  = 1024 // baseline answers kept to learn noise between them
 	maxRouteRegs = 10   // regressions reported per route
+	maxLead      = 4096 // requests of one copy held for its twin
 	otherRoute   = "(other)"
 )
 
@@ -190,10 +191,30 @@ func (s *reqStats) done(k joinKey, session uint64, isBase bool) {
 // join is then forgotten.
 func (s *reqStats) pairLocked(k joinKey, j *join, final bool) [][2]*reqRec {
 	var out [][2]*reqRec
+	// Twins pair by request number: a request one side gave up on (held
+	// too long, below) has no twin.
 	for len(j.cand) > 0 && len(j.base) > 0 {
 		c, b := j.cand[0], j.base[0]
-		j.cand, j.base = j.cand[1:], j.base[1:]
-		out = append(out, [2]*reqRec{&c, &b})
+		switch {
+		case c.idx == b.idx:
+			j.cand, j.base = j.cand[1:], j.base[1:]
+			out = append(out, [2]*reqRec{&c, &b})
+		case c.idx < b.idx:
+			j.cand = j.cand[1:]
+			out = append(out, [2]*reqRec{&c, nil})
+		default:
+			j.base = j.base[1:]
+		}
+	}
+	// A twin that has ended (or lags by more than maxLead requests) will
+	// not answer these: judge them now rather than hold them.
+	for len(j.cand) > 0 && (j.bDone || len(j.cand) > maxLead) {
+		c := j.cand[0]
+		j.cand = j.cand[1:]
+		out = append(out, [2]*reqRec{&c, nil})
+	}
+	if j.candEnd || len(j.base) > maxLead {
+		j.base = j.base[:0] // the target's copy will not ask for them
 	}
 	if final {
 		for i := range j.cand {
