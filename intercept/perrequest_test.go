@@ -282,3 +282,21 @@ func TestPerRequestConcurrent(t *testing.T) {
 		t.Errorf("requests %+v; want 32, 16 regressed (p), 16 noise (id)", q)
 	}
 }
+
+// TestPerRequestTwinMissing: a baseline copy that never connected leaves
+// its twin's requests without a verdict, judged as they come (nothing is
+// held for it).
+func TestPerRequestTwinMissing(t *testing.T) {
+	r := New(Options{Baseline: true, MaxRows: -1})
+	h := &session.Head{ID: 0, Server: netip.MustParseAddrPort("10.0.0.1:80")}
+	r.Begin(&replay.SessionInfo{Head: h, Baseline: true}).Done(&replay.Result{Outcome: replay.Refused})
+	reqs := []string{"GET /a HTTP/1.1\r\n\r\n", "GET /b HTTP/1.1\r\n\r\n"}
+	capd := []string{jsonResp(`{"v":1}`), jsonResp(`{"v":2}`)}
+	playTimed(r, 0, false, reqs, capd, capd, 0)
+	r.reqs.mu.Lock()
+	held := len(r.reqs.joins)
+	r.reqs.mu.Unlock()
+	if q := r.Report(nil).Requests; q.Requests != 2 || q.NotCompared != 2 || held != 0 {
+		t.Errorf("requests %+v, %d joins held; want 2 not compared, none held", q, held)
+	}
+}
