@@ -300,3 +300,23 @@ func TestPerRequestTwinMissing(t *testing.T) {
 		t.Errorf("requests %+v, %d joins held; want 2 not compared, none held", q, held)
 	}
 }
+
+// BenchmarkPerRequestHTTPSame: the same, with answers whose bodies agree
+// (only the volatile Date header differs): no JSON is decoded.
+func BenchmarkPerRequestHTTPSame(b *testing.B) {
+	const n = 50
+	reqs, capd, got := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		reqs[i] = "GET /api/items/" + itoa(i) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		body := `{"id":` + itoa(i) + `,"name":"item","tags":["a","b","c"],"price":12.5}`
+		capd[i] = jsonResp(body)
+		got[i] = strings.Replace(jsonResp(body), "Date: x", "Date: y", 1)
+	}
+	r := New(Options{MaxRows: -1})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		playTimed(r, uint64(i), false, reqs, capd, got, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/request")
+}

@@ -1,6 +1,7 @@
 package intercept
 
 import (
+	"bytes"
 	"hash/maphash"
 	"net/netip"
 	"strconv"
@@ -26,13 +27,13 @@ import (
 
 // reqRec is one request of one replayed copy, decoded and compared-ready.
 type reqRec struct {
-	idx     int
-	route   string
-	proto   string
-	reqText string
-	reqKey  uint64  // hash of the request's bytes: the same request replayed again has the same key
-	rep     *answer // the copy's target's answer (nil: none)
-	cap     *answer // the captured answer (nil: none)
+	idx    int
+	route  string
+	proto  string
+	reqRaw []byte  // the request's first bytes (maxAnswerShow and one), for display
+	reqKey uint64  // hash of the request's bytes: the same request replayed again has the same key
+	rep    *answer // the copy's target's answer (nil: none)
+	cap    *answer // the captured answer (nil: none)
 	// lost: the answers could not be decoded whole (a hole, a stream over
 	// the limit, a session cut short): no verdict.
 	lost bool
@@ -61,6 +62,13 @@ type stream struct {
 	// broken: lost because the bytes do not decode as the protocol (an
 	// answer of its own, not a lack of data).
 	broken bool
+	// What ready learned, so that the same bytes are not parsed again:
+	// the HTTP answer it decoded at base (peek, its length peekN), and
+	// the end of the bytes it found incomplete (-1 none).
+	peek       *httpMsg
+	peekN      int
+	peekBase   int64
+	incomplete int64
 }
 
 func (s *stream) end() int64 { return s.base + int64(s.n) }
@@ -148,9 +156,10 @@ func (s *stream) drop() { s.lost, s.segs, s.n, s.marks = true, nil, 0, nil }
 // pendReq is a request decoded from the client stream, awaiting its
 // answers.
 type pendReq struct {
-	route, text, method string
-	key                 uint64
-	capAt, repAt        int64 // when its last byte was captured / written (ns)
+	route, method string
+	raw           []byte // the request's first bytes, for display
+	key           uint64
+	capAt, repAt  int64 // when its last byte was captured / written (ns)
 	// turn mode: where its answer starts and ends in each stream (end -1:
 	// not known yet).
 	capFrom, capTo, repFrom, repTo int64
@@ -238,7 +247,7 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 		t.turns++
 		t.queue = append(t.queue, pendReq{
 			route: "turn " + strconv.Itoa(t.turns), key: maphash.Bytes(reqSeed, c.Data),
-			text:    escape(c.Data, maxFieldShow),
+			raw:     bytes.Clone(c.Data[:min(len(c.Data), maxAnswerShow+1)]),
 			capFrom: c.ServerBytesBefore, capTo: -1, repFrom: t.repS.end(), repTo: -1,
 		})
 		if t.turns == 1 && c.ServerBytesBefore > 0 {
@@ -284,7 +293,7 @@ func (t *tracker) decodeRequests() {
 			return
 		}
 		raw := t.cli.buf()[:n]
-		q.text = escape(raw, maxAnswerShow)
+		q.raw = bytes.Clone(raw[:min(len(raw), maxAnswerShow+1)])
 		q.key = maphash.Bytes(reqSeed, raw)
 		last := t.cli.base + int64(n) - 1
 		q.repAt = t.cli.timeAt(last)
@@ -320,7 +329,7 @@ func (t *tracker) advance(final bool) {
 		if !ok {
 			return
 		}
-		rec.idx, rec.route, rec.proto, rec.reqText, rec.reqKey = t.next, q.route, string(t.proto), q.text, q.key
+		rec.idx, rec.route, rec.proto, rec.reqRaw, rec.reqKey = t.next, q.route, string(t.proto), q.raw, q.key
 		t.next++
 		t.queue = t.queue[1:]
 		t.emit(rec)
@@ -345,7 +354,11 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 		b := s.buf()
 		switch t.proto {
 		case session.HTTP:
-			m, n, err := parseHTTPResponse(b, q.method, final)
+			m, n, err := s.peek, s.peekN, error(nil)
+			if m == nil || s.peekBase != s.base {
+				m, n, err = parseHTTPResponse(b, q.method, final)
+			}
+			s.peek = nil
 			if err == errIncomplete {
 				return nil, final
 			}
@@ -386,7 +399,8 @@ func (t *tracker) broken(s *stream, b []byte, err error, capture bool) *answer {
 	}
 	s.broken = true
 	ans := &answer{first: -1, last: -1, broken: true, fields: []field{{"answer", "not " + string(t.proto) + ": " + err.Error()}}}
-	ans.text, ans.truncated = showText(nil, b)
+	kept := bytes.Clone(b[:min(len(b), maxAnswerShow)])
+	ans.show = func() (string, bool) { return showText(nil, kept) }
 	return ans
 }
 
@@ -420,21 +434,31 @@ func (t *tracker) pairMessage(q *pendReq, final bool) (reqRec, bool) {
 // ready reports whether the stream holds q's complete answer (or bytes
 // that can never be one).
 func (t *tracker) ready(s *stream, q *pendReq) bool {
+	if s.n == 0 || s.end() == s.incomplete {
+		return false // nothing new since it was found incomplete
+	}
 	b := s.buf()
-	for len(b) > 0 {
+	for off := 0; off < len(b); {
 		switch t.proto {
 		case session.HTTP:
-			m, n, err := parseHTTPResponse(b, q.method, false)
+			m, n, err := parseHTTPResponse(b[off:], q.method, false)
 			if err == errIncomplete {
+				s.incomplete = s.end()
 				return false
 			}
 			if err == nil && m.status/100 == 1 && m.status != 101 {
-				b = b[n:]
+				off += n
 				continue
+			}
+			if err == nil && off == 0 {
+				s.peek, s.peekN, s.peekBase = m, n, s.base
 			}
 			return true
 		default:
 			_, _, err := parseRESP(b)
+			if err == errIncomplete {
+				s.incomplete = s.end()
+			}
 			return err != errIncomplete
 		}
 	}

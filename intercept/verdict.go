@@ -268,37 +268,23 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 	case c.rep == nil && ref == nil:
 		// Neither answered (the turn had no answer): they agree.
 	case c.rep == nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow), Missing: "replayed"}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text(), maxFieldShow), Missing: "replayed"}}
 	case c.rep.broken && ref != nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow),
-			Replayed: cutText(c.rep.fields[0].val+": "+c.rep.text, maxFieldShow)}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text(), maxFieldShow),
+			Replayed: cutText(c.rep.fields[0].val+": "+c.rep.text(), maxFieldShow)}}
 	case ref == nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Replayed: cutText(c.rep.text, maxFieldShow), Missing: "reference"}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Replayed: cutText(c.rep.text(), maxFieldShow), Missing: "reference"}}
 	default:
 		diffs = diffAnswers(ref, c.rep)
 	}
 	var keys []string
 	var sig string
-	var ex *Regression
 	if len(diffs) > 0 {
 		keys = make([]string, len(diffs))
 		for i, d := range diffs {
 			keys[i] = foldIndices(d.Field)
 		}
 		sig = strings.Join(keys, "\x00")
-		against := AgainstCaptured
-		if base != nil {
-			against = AgainstBaseline
-		}
-		ex = &Regression{
-			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
-			RequestText: c.reqText, Against: against, Differences: diffs,
-			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
-		}
-		if base != nil && c.cap != nil {
-			ca := showAnswer(c.cap)
-			ex.Captured = &ca
-		}
 	}
 
 	s.mu.Lock()
@@ -328,7 +314,22 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 	}
 	g.count++
 	if len(g.examples) < maxExamples && s.stored < maxStored {
-		g.examples = append(g.examples, *ex)
+		// Made only when kept (few are): the texts cost more than the
+		// comparison.
+		against := AgainstCaptured
+		if base != nil {
+			against = AgainstBaseline
+		}
+		ex := Regression{
+			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
+			RequestText: escape(c.reqRaw, maxAnswerShow), Against: against, Differences: diffs,
+			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
+		}
+		if base != nil && c.cap != nil {
+			ca := showAnswer(c.cap)
+			ex.Captured = &ca
+		}
+		g.examples = append(g.examples, ex)
 		s.stored++
 	}
 }
@@ -369,7 +370,8 @@ func showAnswer(a *answer) Answer {
 		}
 		return math.Round(float64(ns)/10) / 100
 	}
-	return Answer{Text: a.text, Truncated: a.truncated, FirstByteUS: us(a.first), LastByteUS: us(a.last)}
+	t := a.text()
+	return Answer{Text: t, Truncated: a.truncated, FirstByteUS: us(a.first), LastByteUS: us(a.last)}
 }
 
 // learn adds the fields of a baseline difference to the route's noise.
