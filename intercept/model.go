@@ -40,7 +40,9 @@ type RequestTotals struct {
 	// baseline answers of the same request (learned per route).
 	Noise int64 `json:"noise"`
 	// Regressions: the answer differs from the reference in a field that
-	// is not noise.
+	// is not noise. Against the capture (no baseline) nothing is learned
+	// as noise: these are the answers that differ from the capture after
+	// the rules.
 	Regressions int64 `json:"regressions"`
 	// NotCompared counts requests without a verdict: one side sent no
 	// answer for it, it came after a hole or past --response-limit, or
