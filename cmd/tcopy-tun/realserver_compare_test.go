@@ -308,6 +308,25 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	if !strings.Contains(stderr, "requests regressed") {
 		t.Errorf("stderr does not say that requests regressed:\n%s", stderr)
 	}
+
+	// A rule for the changed field: no regression left, exit 0 ...
+	rules := filepath.Join(e.dir, "ignore.yaml")
+	if err := os.WriteFile(rules, []byte("routes:\n  - route: \"GET /api/items/{n}\"\n    json: [\"$.price\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--pcap", cp.file, "--server", addr(comparePortA), "--target", addr(comparePortC),
+		"--baseline", addr(comparePortB), "--quiet-timeout", "2s", "--ignore", rules}
+	r, stderr = compareReplay(t, e, 0, args...)
+	if q := r.Summary.Requests; q.Requests != 3*compareRounds || q.Regressions != 0 {
+		t.Errorf("with --ignore: requests %+v; want none regressed\n%s", q, stderr)
+	}
+	// ... unless the target may be at most 1.2 times slower at p99: the
+	// slowed route is a third of the requests, so the target's p99 is at
+	// least its delay, the baseline's far below.
+	_, stderr = compareReplay(t, e, 1, append(args, "--fail-slower", "1.2")...)
+	if !strings.Contains(stderr, "slower than --fail-slower 1.2 allows") {
+		t.Errorf("--fail-slower: stderr does not say why the run failed:\n%s", stderr)
+	}
 }
 
 // TestPrivilegedCompareRedis: redis-cli commands captured against redis A;
