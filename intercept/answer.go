@@ -233,7 +233,7 @@ func diffAnswers(ref, got *answer) []FieldDiff {
 // around the first difference.
 func fieldDiff(key, ref, got string) FieldDiff {
 	d := FieldDiff{Field: key, Offset: -1}
-	if len(ref) <= maxFieldShow && len(got) <= maxFieldShow && !strings.HasPrefix(key, "body") && key != "bytes" {
+	if len(ref) <= maxFieldShow && len(got) <= maxFieldShow && key != "body" && key != "bytes" {
 		d.Reference, d.Replayed = escape([]byte(ref), maxFieldShow), escape([]byte(got), maxFieldShow)
 		return d
 	}

@@ -124,7 +124,7 @@ func TestPerRequestBaseline(t *testing.T) {
 		t.Fatal("no regression kept")
 	}
 	g := rep.Regressions[0]
-	if len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" || g.Differences[0].Reference != "3" || g.Differences[0].Replayed != "4" || g.Captured == nil {
+	if len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" || g.Differences[0].Reference != "3" || g.Differences[0].Replayed != "4" || g.Differences[0].Offset != -1 || g.Captured == nil {
 		t.Errorf("regression %+v", g)
 	}
 }
