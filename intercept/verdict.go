@@ -128,7 +128,11 @@ func (s *reqStats) add(k joinKey, session uint64, isBase bool, rec reqRec) {
 			}
 		}
 	} else {
-		ra.lat[latCaptured].addAnswer(rec.cap, &ra.first[latCaptured])
+		if k.pass == 0 && k.copy == 0 {
+			// The capture's times once, not once per --multiply copy or
+			// --loop pass.
+			ra.lat[latCaptured].addAnswer(rec.cap, &ra.first[latCaptured])
+		}
 		ra.lat[latReplayed].addAnswer(rec.rep, &ra.first[latReplayed])
 	}
 	var pairs [][2]*reqRec
