@@ -239,6 +239,9 @@ func (t *tracker) guess(c session.Chunk) {
 // starts a new turn.
 func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 	ns := at.UnixNano()
+	if len(t.queue) >= maxQueue {
+		return // answers are not coming (see maxQueue): no more turns
+	}
 	if len(t.queue) == 0 || c.ServerBytesBefore > t.lastSB {
 		if n := len(t.queue); n > 0 {
 			q := &t.queue[n-1]
@@ -247,7 +250,7 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 		t.turns++
 		t.queue = append(t.queue, pendReq{
 			route: "turn " + strconv.Itoa(t.turns), key: maphash.Bytes(reqSeed, c.Data),
-			raw:     bytes.Clone(c.Data[:min(len(c.Data), maxAnswerShow+1)]),
+			raw:     bytes.Clone(c.Data[:min(len(c.Data), maxRequestShow+1)]),
 			capFrom: c.ServerBytesBefore, capTo: -1, repFrom: t.repS.end(), repTo: -1,
 		})
 		if t.turns == 1 && c.ServerBytesBefore > 0 {
@@ -261,9 +264,22 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 	t.advance(false)
 }
 
+// Bounds on what one session's requests may hold while their answers are
+// awaited.
+const (
+	maxRequestShow = 1 << 10 // bytes of a request kept for display
+	// maxQueue bounds the requests awaiting their answers: past it (a
+	// capture without the server's side, say) no more are decoded.
+	maxQueue = 1024
+)
+
 // decodeRequests cuts the client bytes into requests.
 func (t *tracker) decodeRequests() {
 	for !t.cli.lost && t.cli.n > 0 {
+		if len(t.queue) >= maxQueue {
+			t.cli.drop()
+			return
+		}
 		var q pendReq
 		var n int
 		var err error
@@ -293,7 +309,7 @@ func (t *tracker) decodeRequests() {
 			return
 		}
 		raw := t.cli.buf()[:n]
-		q.raw = bytes.Clone(raw[:min(len(raw), maxAnswerShow+1)])
+		q.raw = bytes.Clone(raw[:min(len(raw), maxRequestShow+1)])
 		q.key = maphash.Bytes(reqSeed, raw)
 		last := t.cli.base + int64(n) - 1
 		q.repAt = t.cli.timeAt(last)
