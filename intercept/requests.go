@@ -16,7 +16,8 @@ import (
 // cut into requests and answers as they arrive and handed on one request
 // at a time (reqRec). Only what is not yet paired is kept: each stream's
 // undecoded rest, at most the Recorder's RecordLimit bytes per stream (a
-// stream that outgrows it is not compared from there on).
+// stream that outgrows it is not compared from there on), and at most
+// maxQueue requests awaiting their answers (maxRequestShow bytes of each).
 //
 // HTTP/1.x and RESP are decoded message by message: the n-th answer
 // answers the n-th request (HTTP 1xx interim answers are skipped). Other
