@@ -283,6 +283,11 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 			t.Errorf("route %s: %d requests, %d regressed, %d noise (fields %v); want %d, none, all noise", rt.Route, rt.Requests, rt.Regressions, rt.Noise, rt.NoiseFields, compareRounds)
 		}
 	}
+	for _, rt := range r.Routes {
+		if got := strings.Join(rt.NoiseFields, ","); !strings.Contains(got, "body $.request_id") || !strings.Contains(got, "body $.ts") || !strings.Contains(got, "header x-request-id") {
+			t.Errorf("route %s: noise fields %s; want the request id (body and header) and the timestamp among them", rt.Route, got)
+		}
+	}
 	// The slow route: C's p50 includes the sleep it added, B's does not.
 	st := r.Routes[slow].ResponseTime
 	slowUS := float64(compareSlow / time.Microsecond)
