@@ -155,7 +155,9 @@ func (rep *Report) WriteRequestsText(w io.Writer) error {
 		lat("target", rt.Replayed), lat("baseline", rt.Baseline), lat("captured", rt.Captured),
 		rt.Ratio.Against, rt.Ratio.P50, rt.Ratio.P99)
 	for _, r := range rep.Routes {
-		if r.Regressions == 0 && (r.ResponseTime.Ratio.P50 < 1.5 || r.Requests < 1) {
+		// The routes worth a look: those that regressed, and those whose
+		// p50 moved by half or more either way.
+		if p := r.ResponseTime.Ratio.P50; r.Regressions == 0 && (p == 0 || p < 1.5 && p > 1/1.5) {
 			continue
 		}
 		fmt.Fprintf(w, "  route %s: %d requests, %d %s; target p50 %s, %s p50 %s\n", r.Route, r.Requests, r.Regressions, regressed,

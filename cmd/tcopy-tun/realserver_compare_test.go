@@ -84,9 +84,9 @@ func compareHelper(t *testing.T, ns *tuntest.Netns, mode string, a compareArgs) 
 
 // compareServerMain serves the three routes. Every answer carries a fresh
 // request id (header and JSON) and a timestamp; /api/users/{n} is gzip
-// compressed (its gzip header holds the time). Build C answers a
-// different price on /api/items/{n} and takes compareSlow longer on
-// /api/slow.
+// compressed (its gzip header holds the time, so its bytes differ on
+// every answer). Build C answers a different role inside the gzip body of
+// /api/users/{n} and takes compareSlow longer on /api/slow.
 func compareServerMain(a compareArgs) error {
 	rid := func() string {
 		b := make([]byte, 8)
@@ -114,11 +114,7 @@ func compareServerMain(a compareArgs) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/items/{n}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.PathValue("n"))
-		price := n * 3
-		if a.Build == "C" {
-			price++ // the change under test
-		}
-		reply(w, map[string]any{"id": n, "name": "item " + strconv.Itoa(n), "price": price}, false)
+		reply(w, map[string]any{"id": n, "name": "item " + strconv.Itoa(n), "price": n * 3}, false)
 	})
 	mux.HandleFunc("GET /api/slow", func(w http.ResponseWriter, r *http.Request) {
 		if a.Build == "C" {
@@ -128,7 +124,11 @@ func compareServerMain(a compareArgs) error {
 	})
 	mux.HandleFunc("GET /api/users/{n}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.PathValue("n"))
-		reply(w, map[string]any{"user": n, "roles": []string{"a", "b"}}, true)
+		roles := []string{"reader", "writer"}
+		if a.Build == "C" {
+			roles[1] = "admin" // the change under test, inside a gzip body
+		}
+		reply(w, map[string]any{"user": n, "roles": roles}, true)
 	})
 	ln, err := net.Listen("tcp", a.Listen)
 	if err != nil {
@@ -226,9 +226,10 @@ func compareReplay(t *testing.T, e *realEnv, want int, args ...string) (*compare
 }
 
 // TestPrivilegedCompareHTTP: capture against A, replay to C with
-// --baseline B: only the route whose JSON field C changed regresses (the
-// ids, timestamps and gzip headers are noise), and the route C slowed
-// down is told apart by its p50 in the same run.
+// --baseline B: only the route whose JSON field C changed (inside gzip
+// bodies) regresses — the ids and timestamps are noise, and the gzip
+// bytes that differ on every answer are compared decompressed — and the
+// route C slowed down is told apart by its p50 in the same run.
 func TestPrivilegedCompareHTTP(t *testing.T) {
 	requireReal(t, toolGo, toolTcpdump)
 	bin := buildTcopyTun(t)
@@ -275,10 +276,10 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	if !okI || !okS || !okU || len(r.Routes) != 3 {
 		t.Fatalf("routes %+v", r.Routes)
 	}
-	if rt := r.Routes[items]; rt.Requests != compareRounds || rt.Regressions != compareRounds {
+	if rt := r.Routes[users]; rt.Requests != compareRounds || rt.Regressions != compareRounds {
 		t.Errorf("route %s: %d requests, %d regressed; want %d, all", rt.Route, rt.Requests, rt.Regressions, compareRounds)
 	}
-	for _, i := range []int{slow, users} {
+	for _, i := range []int{slow, items} {
 		if rt := r.Routes[i]; rt.Requests != compareRounds || rt.Regressions != 0 || rt.Noise != compareRounds {
 			t.Errorf("route %s: %d requests, %d regressed, %d noise (fields %v); want %d, none, all noise", rt.Route, rt.Requests, rt.Regressions, rt.Noise, rt.NoiseFields, compareRounds)
 		}
@@ -306,8 +307,8 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 		t.Fatal("no regressed request in the report")
 	}
 	for _, g := range r.Regressions {
-		if g.Route != "GET /api/items/{n}" || len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" {
-			t.Errorf("regression %+v: want only body $.price of GET /api/items/{n}", g)
+		if d := g.Differences; g.Route != "GET /api/users/{n}" || len(d) != 1 || d[0].Field != "body $.roles[1]" || d[0].Reference != `"writer"` || d[0].Replayed != `"admin"` {
+			t.Errorf("regression %+v: want only body $.roles[1] of GET /api/users/{n}, \"writer\" → \"admin\"", g)
 		}
 	}
 	if !strings.Contains(stderr, "requests regressed") {
@@ -316,7 +317,7 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 
 	// A rule for the changed field: no regression left, exit 0 ...
 	rules := filepath.Join(e.dir, "ignore.yaml")
-	if err := os.WriteFile(rules, []byte("routes:\n  - route: \"GET /api/items/{n}\"\n    json: [\"$.price\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(rules, []byte("routes:\n  - route: \"GET /api/users/*\"\n    json: [\"$.roles[*]\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"--pcap", cp.file, "--server", addr(comparePortA), "--target", addr(comparePortC),
