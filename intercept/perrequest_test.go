@@ -320,3 +320,42 @@ func BenchmarkPerRequestHTTPSame(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/request")
 }
+
+// TestPerRequestHoldsNothingPaired: in a long keep-alive session, once an
+// answer has arrived on both sides nothing of it is held (memory follows
+// what is unpaired, not the session's length); with a baseline, a copy
+// holds its requests only until its twin's arrive.
+func TestPerRequestHoldsNothingPaired(t *testing.T) {
+	r := New(Options{Baseline: true, MaxRows: -1})
+	h := &session.Head{ID: 0, Server: netip.MustParseAddrPort("10.0.0.1:80")}
+	cand := r.Begin(&replay.SessionInfo{Head: h}).(*sessionObs)
+	base := r.Begin(&replay.SessionInfo{Head: h, Baseline: true}).(*sessionObs)
+	now := time.Unix(0, 0)
+	var cliOff, capOff int64
+	for i := range 2000 {
+		q := "GET /api/items/" + itoa(i) + " HTTP/1.1\r\n\r\n"
+		a := jsonResp(`{"id":` + itoa(i) + `}`)
+		for _, o := range []*sessionObs{cand, base} {
+			o.CapturedAt(capOff, []byte(a), time.Duration(i)*time.Millisecond)
+			o.Sent(session.Chunk{Offset: time.Duration(i) * time.Millisecond, Data: []byte(q), StreamOffset: cliOff, ServerBytesBefore: capOff}, now)
+			o.ReceivedAt([]byte(a), now)
+		}
+		cliOff += int64(len(q))
+		capOff += int64(len(a))
+		for _, o := range []*sessionObs{cand, base} {
+			if tr := o.trk; len(tr.queue) != 0 || tr.capS.n != 0 || tr.repS.n != 0 || tr.cli.n != 0 || len(tr.capS.marks) != 0 {
+				t.Fatalf("request %d: the tracker holds %d requests, %d+%d+%d bytes", i, len(tr.queue), tr.capS.n, tr.repS.n, tr.cli.n)
+			}
+		}
+		r.reqs.mu.Lock()
+		j := r.reqs.joins[joinKey{id: 0}]
+		held := len(j.cand) + len(j.base)
+		r.reqs.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("request %d: %d requests held for their twins", i, held)
+		}
+	}
+	if q := r.Report(nil).Requests; q.Requests != 2000 || q.Same != 2000 {
+		t.Errorf("requests %+v", q)
+	}
+}
