@@ -192,7 +192,7 @@ func (a *applied) filter(fs []field) []field {
 // showText is the readable form of an answer: head (already text) and
 // body escaped, cut at maxAnswerShow.
 func showText(head, body []byte) (string, bool) {
-	s := string(head) + escape(body, max(maxAnswerShow-len(head), 0))
+	s := string(head) + escapeLines(body, max(maxAnswerShow-len(head), 0))
 	return s, len(head)+len(body) > maxAnswerShow
 }
 

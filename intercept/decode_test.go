@@ -336,3 +336,9 @@ func TestFieldDiff(t *testing.T) {
 		}
 	}
 }
+
+func TestEscapeLines(t *testing.T) {
+	if got := escapeLines([]byte("GET / HTTP/1.1\r\nHost: x\r\n\t\x00"), 100); got != "GET / HTTP/1.1\\r\nHost: x\\r\n\t\\x00" {
+		t.Errorf("escapeLines: %q", got)
+	}
+}

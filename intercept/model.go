@@ -132,8 +132,10 @@ type FieldDiff struct {
 }
 
 // Answer is one side's answer to a request, for display: its text
-// (decoded: chunked framing removed, gzip/deflate inflated; escaped where
-// not printable), cut at a bounded length, and its timing.
+// (decoded: chunked framing removed, gzip/deflate inflated; HTTP headers
+// one per line; the rest escaped where not printable — \xNN, and \r
+// named — with its newlines and tabs kept), cut at a bounded length, and
+// its timing.
 type Answer struct {
 	Text      string `json:"text"`
 	Truncated bool   `json:"truncated,omitempty"`

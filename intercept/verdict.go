@@ -326,7 +326,7 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 		}
 		ex := Regression{
 			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
-			RequestText: escape(c.reqRaw, maxRequestShow), Against: against, Differences: diffs,
+			RequestText: escapeLines(c.reqRaw, maxRequestShow), Against: against, Differences: diffs,
 			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
 		}
 		if base != nil && c.cap != nil {
