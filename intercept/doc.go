@@ -43,13 +43,28 @@
 //     the report's rows do). Close writes what is queued, the drop count
 //     (an interface statistics block) and flushes; the caller closes the
 //     stack that feeds it first.
+//   - The per-request comparison (requests.go, verdict.go): through
+//     replay.TimedObserver each copy also sees its requests as written
+//     and the time of every piece. A tracker cuts the streams into
+//     requests and answers (HTTP/1.x and RESP by message, decode.go;
+//     other protocols by turn), applies the Rules (--ignore, rules.go)
+//     and hands each request on; answers are compared field by field
+//     (answer.go) with the reference: the baseline twin's answer
+//     (Options.Baseline) or the captured one. Noise (what the baseline's
+//     answers differ in from the capture, and from each other for the
+//     same request) is learned per route, so regressions are decided in
+//     Report. Memory: each stream's undecoded rest (at most RecordLimit;
+//     the captured side by reference), requests whose twin has not
+//     answered yet, and per route sparse latency histograms and bounded
+//     difference groups. The report model is in model.go.
 //   - Report (Recorder.Report) holds the replay's Summary, Totals and one
 //     small row per session (Options.MaxRows bounds them); WriteJSON writes
 //     the versioned JSON ({"version": 1, ...}); fields are only ever added.
 //
 // # Concurrency
 //
-// Begin and Report are safe for concurrent use. A session's Captured,
+// Begin and Report are safe for concurrent use; Report settles the
+// per-request verdicts, so it is called once the replay is over. A session's Captured,
 // Received and Done are called by one goroutine, one after the other
 // (replay.SessionObserver's contract), so per-session state needs no lock;
 // Done takes the Recorder's lock once to add the row. After Done nothing of

@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
 )
 
 // Defaults of PcapOptions.
@@ -440,8 +441,26 @@ func (o pcapObserver) Begin(info *replay.SessionInfo) replay.SessionObserver {
 	if o.next != nil {
 		so = o.next.Begin(info)
 	}
-	return &pcapSessionObserver{SessionObserver: so, w: o.w, k: k}
+	po := &pcapSessionObserver{SessionObserver: so, w: o.w, k: k}
+	if to, ok := so.(replay.TimedObserver); ok {
+		// Keep the per-request comparison's times: the engine looks for
+		// TimedObserver on what Begin returns.
+		return &pcapTimedObserver{pcapSessionObserver: po, to: to}
+	}
+	return po
 }
+
+// pcapTimedObserver is a pcapSessionObserver in front of a TimedObserver.
+type pcapTimedObserver struct {
+	*pcapSessionObserver
+	to replay.TimedObserver
+}
+
+func (o *pcapTimedObserver) CapturedAt(off int64, data []byte, at time.Duration) {
+	o.to.CapturedAt(off, data, at)
+}
+func (o *pcapTimedObserver) ReceivedAt(p []byte, at time.Time)  { o.to.ReceivedAt(p, at) }
+func (o *pcapTimedObserver) Sent(c session.Chunk, at time.Time) { o.to.Sent(c, at) }
 
 // pcapSessionObserver forgets its connection's comment at Done: a session
 // whose dial sent nothing (the stack refused it) leaves nothing behind.

@@ -394,3 +394,25 @@ func TestPcapWriterSnapLen(t *testing.T) {
 		t.Errorf("%d bytes written, want %d", st.Bytes, len(syn)+128)
 	}
 }
+
+// The pcap observer in front of the Recorder keeps its TimedObserver: the
+// engine looks for it on what Begin returns (the per-request comparison's
+// response times depend on it).
+func TestPcapObserverKeepsTimed(t *testing.T) {
+	w, err := NewPcapWriter(io.Discard, PcapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	rec := New(Options{})
+	info := &replay.SessionInfo{Head: &session.Head{}}
+	so := rec.Begin(info)
+	if _, ok := so.(replay.TimedObserver); !ok {
+		t.Fatalf("the Recorder's session observer is not a TimedObserver: %T", so)
+	}
+	got := w.Observe(rec).Begin(info)
+	if _, ok := got.(replay.TimedObserver); !ok {
+		t.Fatalf("Observe hides the Recorder's TimedObserver: %T", got)
+	}
+	got.Done(&replay.Result{})
+}

@@ -60,6 +60,15 @@ type Options struct {
 	// bytes each): 0 keeps all, a negative value none. Totals always count
 	// every session; Totals.RowsDropped says how many rows were left out.
 	MaxRows int
+	// Rules are what the per-request comparison ignores (--ignore); nil:
+	// only the volatile HTTP headers.
+	Rules *Rules
+	// Baseline says that a baseline target runs (replay.Config.Baseline):
+	// each request of a copy to the target is compared with the answer of
+	// its baseline twin, and the baseline's own differences (from the
+	// capture, and between its answers to the same request) are learned
+	// as noise. Without it the reference is the capture.
+	Baseline bool
 }
 
 // Recorder is the intercept sink's bookkeeping: it implements
@@ -77,6 +86,8 @@ type Recorder struct {
 	rows    []row
 	totals  Totals
 	dropped int64
+
+	reqs *reqStats // the per-request comparison (its own lock)
 }
 
 // New returns a Recorder.
@@ -88,7 +99,7 @@ func New(opts Options) *Recorder {
 	if names == nil {
 		names = DefaultVolatileHeaders
 	}
-	r := &Recorder{opts: opts, volatile: make(map[string]bool, len(names))}
+	r := &Recorder{opts: opts, volatile: make(map[string]bool, len(names)), reqs: newReqStats(opts.Baseline)}
 	for _, n := range names {
 		r.volatile[strings.ToLower(n)] = true
 	}
@@ -106,8 +117,11 @@ func (r *Recorder) Begin(info *replay.SessionInfo) replay.SessionObserver {
 	o.row = row{
 		id: h.ID, startID: h.ID, pass: int32(info.Pass), copy: int32(info.Copy),
 		capClient: h.Client, mapped: info.Client, server: h.Server, target: info.Target,
-		scheduled: info.Scheduled,
+		scheduled: info.Scheduled, baseline: info.Baseline,
 	}
+	key := joinKey{pass: info.Pass, copy: info.Copy, id: h.ID}
+	o.key, o.base = key, info.Baseline
+	o.trk = newTracker(r, h.Server, func(rec reqRec) { r.reqs.add(key, h.ID, info.Baseline, rec) })
 	if h.Partial {
 		o.row.flags = session.Partial
 	}
@@ -117,16 +131,34 @@ func (r *Recorder) Begin(info *replay.SessionInfo) replay.SessionObserver {
 // sessionObs follows one session. Its methods run on the session's owner
 // goroutine one after the other, never concurrently: no lock needed.
 type sessionObs struct {
-	r   *Recorder
-	cmp comparer // its stores are dropped at Done
-	row row
+	r    *Recorder
+	cmp  comparer // its stores are dropped at Done
+	row  row
+	trk  *tracker // the per-request comparison
+	key  joinKey
+	base bool
 }
 
-var _ replay.SessionObserver = (*sessionObs)(nil)
+var _ replay.TimedObserver = (*sessionObs)(nil)
 
+// Captured and Received (an engine that gives no times) compare the
+// session as a whole only: the per-request comparison needs the requests
+// and the times, which only the TimedObserver calls give.
 func (o *sessionObs) Captured(off int64, data []byte) { o.cmp.captured(off, data) }
 
 func (o *sessionObs) Received(p []byte) { o.cmp.received(p) }
+
+func (o *sessionObs) CapturedAt(off int64, data []byte, at time.Duration) {
+	o.cmp.captured(off, data)
+	o.trk.captured(off, data, at)
+}
+
+func (o *sessionObs) ReceivedAt(p []byte, at time.Time) {
+	o.cmp.received(p)
+	o.trk.received(p, at)
+}
+
+func (o *sessionObs) Sent(c session.Chunk, at time.Time) { o.trk.sent(c, at) }
 
 func (o *sessionObs) Done(res *replay.Result) {
 	rw := &o.row
@@ -158,6 +190,12 @@ func (o *sessionObs) Done(res *replay.Result) {
 	}
 	o.classify(res)
 	o.cmp.release()
+	if res.Outcome == replay.Canceled || res.Dropped > 0 || res.Tail == nil {
+		// Cut short: what was not paired yet has no verdict.
+		o.trk.capS.drop()
+	}
+	o.trk.finish()
+	o.r.reqs.done(o.key, o.key.id, o.base)
 	o.r.add(rw)
 }
 
@@ -280,6 +318,7 @@ type row struct {
 	chunks, chunksSent                int32
 	dev                               [5]int32 // turn timeouts, quiet, early close, close timeouts, lost turns
 	firstDiff                         int64
+	baseline                          bool
 	err                               string
 	diffCaptured, diffReplayed        string
 }
@@ -287,7 +326,11 @@ type row struct {
 func (r *Recorder) add(rw *row) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.totals.count(rw)
+	if rw.baseline {
+		r.totals.BaselineSessions++
+	} else {
+		r.totals.count(rw)
+	}
 	if r.opts.MaxRows < 0 || (r.opts.MaxRows > 0 && len(r.rows) >= r.opts.MaxRows) {
 		r.dropped++
 		return

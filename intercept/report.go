@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type Totals struct {
 	BytesReceived       int64 `json:"bytes_received"`
 	CapturedServerBytes int64 `json:"captured_server_bytes"`
 	RowsDropped         int64 `json:"rows_dropped"`
+	// BaselineSessions counts the copies replayed to the baseline
+	// (--baseline); the other counts are the target's copies only.
+	BaselineSessions int64 `json:"baseline_sessions"`
 }
 
 // OutcomeCounts count sessions by replay.Outcome.
@@ -129,6 +133,62 @@ func (t *Totals) WriteText(w io.Writer) error {
 	return err
 }
 
+// WriteRequestsText writes the per-request comparison for the end-of-run
+// summary: the verdicts, the response times side by side, and the routes
+// that regressed.
+func (rep *Report) WriteRequestsText(w io.Writer) error {
+	q := rep.Requests
+	if q.Requests == 0 {
+		return nil
+	}
+	// Against the capture a difference is not yet a regression: nothing
+	// told noise apart (the JSON field keeps its name).
+	regressed := "regressed"
+	if q.Against == AgainstCaptured {
+		regressed = "differ"
+	}
+	fmt.Fprintf(w, "requests: %d compared with the %s: %d same, %d differ only in noise, %d %s, %d not comparable\n",
+		q.Requests, q.Against, q.Same, q.Noise, q.Regressions, regressed, q.NotCompared)
+	lat := func(name string, l LatencyStats) string {
+		if l.Count == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %s p50 %s p90 %s p99 %s", name, usDur(l.P50US), usDur(l.P90US), usDur(l.P99US))
+	}
+	rt := rep.ResponseTime
+	fmt.Fprintf(w, "latency:  to the last byte%s%s%s (target/%s p50 %.2f p99 %.2f)\n",
+		lat("target", rt.Replayed), lat("baseline", rt.Baseline), lat("captured", rt.Captured),
+		rt.Ratio.Against, rt.Ratio.P50, rt.Ratio.P99)
+	for _, r := range rep.Routes {
+		// The routes worth a look: those that regressed, and those whose
+		// p50 moved by half or more either way.
+		if p := r.ResponseTime.Ratio.P50; r.Regressions == 0 && (p == 0 || p < 1.5 && p > 1/1.5) {
+			continue
+		}
+		fmt.Fprintf(w, "  route %s: %d requests, %d %s; target p50 %s, %s p50 %s\n", r.Route, r.Requests, r.Regressions, regressed,
+			usDur(r.ResponseTime.Replayed.P50US), r.ResponseTime.Ratio.Against, usDur(refLat(r.ResponseTime).P50US))
+	}
+	return nil
+}
+
+func refLat(rt ResponseTime) LatencyStats {
+	if rt.Ratio.Against == AgainstBaseline {
+		return rt.Baseline
+	}
+	return rt.Captured
+}
+
+func usDur(us float64) time.Duration {
+	d := time.Duration(us * 1e3)
+	switch {
+	case d >= 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= 10*time.Microsecond:
+		return d.Round(time.Microsecond)
+	}
+	return d
+}
+
 // Row is one session of the report.
 type Row struct {
 	// ID numbers the captured sessions in the order they ended in the
@@ -176,6 +236,13 @@ type Row struct {
 	DiffCaptured string        `json:"diff_captured,omitempty"`
 	DiffReplayed string        `json:"diff_replayed,omitempty"`
 	Deviations   DeviationsRow `json:"deviations"`
+	// Baseline marks a copy replayed to the baseline (--baseline).
+	Baseline bool `json:"baseline,omitempty"`
+	// DiffCapturedEsc and DiffReplayedEsc are DiffCaptured and
+	// DiffReplayed escaped (printable text as is, other bytes \xNN): no
+	// byte is lost, unlike in the JSON strings above.
+	DiffCapturedEsc string `json:"diff_captured_escaped,omitempty"`
+	DiffReplayedEsc string `json:"diff_replayed_escaped,omitempty"`
 }
 
 // DeviationsRow mirrors replay.Deviations.
@@ -202,6 +269,13 @@ func (rw *row) export() Row {
 		Match: rw.match.String(), FirstDiff: rw.firstDiff,
 		DiffCaptured: rw.diffCaptured, DiffReplayed: rw.diffReplayed,
 		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3]), int(rw.dev[4])},
+		Baseline:   rw.baseline,
+	}
+	if rw.diffCaptured != "" {
+		r.DiffCapturedEsc = escape([]byte(rw.diffCaptured), snippetLen)
+	}
+	if rw.diffReplayed != "" {
+		r.DiffReplayedEsc = escape([]byte(rw.diffReplayed), snippetLen)
 	}
 	if rw.dialed {
 		r.EndReplayed = rw.endRep.String()
@@ -225,7 +299,15 @@ type Report struct {
 	// agents, say), written after the summary in this order; their names
 	// must not be "version", "summary", "totals" or "sessions".
 	Extras []Extra
-	rows   []row
+	// Requests and ResponseTime are the per-request comparison over the
+	// run (JSON: summary.requests, summary.response_time); Routes the same
+	// per route, in route order; Regressions the regressed requests kept
+	// (a bounded number per route), in route order.
+	Requests     RequestTotals
+	ResponseTime ResponseTime
+	Routes       []RouteReport
+	Regressions  []Regression
+	rows         []row
 }
 
 // Extra is one more top-level member of the JSON report: Name and the
@@ -242,6 +324,7 @@ func (r *Recorder) Report(sum *replay.Summary) *Report {
 	rep := &Report{Version: ReportVersion, Summary: sum, Totals: r.totals, rows: append([]row(nil), r.rows...)}
 	rep.Totals.RowsDropped = r.dropped
 	r.mu.Unlock()
+	r.reqs.results(rep)
 	sort.Slice(rep.rows, func(i, j int) bool {
 		a, b := &rep.rows[i], &rep.rows[j]
 		if a.pass != b.pass {
@@ -253,6 +336,30 @@ func (r *Recorder) Report(sum *replay.Summary) *Report {
 		return a.copy < b.copy
 	})
 	return rep
+}
+
+// summaryJSON is the replay's summary with the per-request comparison
+// added to it (summary.requests, summary.response_time): the summary's
+// own fields stay as they are.
+func (rep *Report) summaryJSON() ([]byte, error) {
+	b, err := json.Marshal(rep.Summary)
+	if err != nil {
+		return nil, err
+	}
+	extra, err := json.Marshal(struct {
+		Requests     RequestTotals `json:"requests"`
+		ResponseTime ResponseTime  `json:"response_time"`
+	}{rep.Requests, rep.ResponseTime})
+	if err != nil {
+		return nil, err
+	}
+	// Both are JSON objects: join them ({...a} + {b...}).
+	b = bytes.TrimSpace(b)
+	if len(b) < 2 || b[len(b)-1] != '}' || len(extra) < 2 {
+		return nil, fmt.Errorf("summary is not a JSON object")
+	}
+	out := append(b[:len(b)-1:len(b)-1], ',')
+	return append(out, extra[1:]...), nil
 }
 
 // Rows returns the report's sessions.
@@ -283,9 +390,12 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	}
 	fmt.Fprintf(bw, "{\n  \"version\": %d,\n", rep.Version)
 	if rep.Summary != nil {
-		if err := put("  \"summary\": ", rep.Summary); err != nil {
+		b, err := rep.summaryJSON()
+		if err != nil {
 			return fmt.Errorf("write report: summary: %w", err)
 		}
+		bw.WriteString("  \"summary\": ")
+		bw.Write(b)
 		bw.WriteString(",\n")
 	}
 	for _, x := range rep.Extras {
@@ -297,6 +407,19 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	}
 	if err := put("  \"totals\": ", rep.Totals); err != nil {
 		return fmt.Errorf("write report: totals: %w", err)
+	}
+	routes, regs := rep.Routes, rep.Regressions
+	if routes == nil {
+		routes = []RouteReport{}
+	}
+	if regs == nil {
+		regs = []Regression{}
+	}
+	if err := put(",\n  \"routes\": ", routes); err != nil {
+		return fmt.Errorf("write report: routes: %w", err)
+	}
+	if err := put(",\n  \"regressions\": ", regs); err != nil {
+		return fmt.Errorf("write report: regressions: %w", err)
 	}
 	bw.WriteString(",\n  \"sessions\": [")
 	for i := range rep.rows {

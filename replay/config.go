@@ -65,6 +65,12 @@ type Config struct {
 	// captured servers to replay is the session builder's job.
 	Target netip.AddrPort
 	Map    map[netip.AddrPort]netip.AddrPort
+	// Baseline, when valid, is a second target (--baseline: the known-good
+	// build): every copy of every session is also replayed to it, in the
+	// same run with the same schedule, from its own client address
+	// (SessionInfo.Baseline marks those copies). Summary counts them like
+	// any copy.
+	Baseline netip.AddrPort
 
 	// Speed divides every captured time: 1 replays at the captured pace, 2
 	// twice as fast. 0 or SpeedMax: as fast as dependencies allow.
@@ -213,6 +219,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Target.IsValid() {
 		c.Target = unmapAP(c.Target)
 	}
+	if c.Baseline.IsValid() {
+		c.Baseline = unmapAP(c.Baseline)
+	}
 	if len(c.Map) > 0 {
 		m := make(map[netip.AddrPort]netip.AddrPort, len(c.Map))
 		for k, v := range c.Map {
@@ -281,6 +290,15 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logf = func(string, ...any) {}
 	}
 	return c, nil
+}
+
+// copies is the number of copies of each session: Multiply, twice with a
+// baseline (copies Multiply.. go to the baseline).
+func (c *Config) copies() int {
+	if c.Baseline.IsValid() {
+		return 2 * c.Multiply
+	}
+	return c.Multiply
 }
 
 // maxSpeed reports whether the replay ignores captured timing.

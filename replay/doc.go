@@ -20,6 +20,14 @@
 //     --via socket.
 //   - Observer / SessionObserver: what intercept implements to record and
 //     compare the target's answers; SessionInfo and Result describe a session.
+//     A TimedObserver also sees each chunk as written (Sent) and the time
+//     of every piece, captured (the capture's timestamps, from the
+//     builder's TimedFeed) and received: the per-request comparison and its
+//     response times.
+//   - Config.Baseline: every copy of every session has a twin replayed to
+//     a second target (the known-good build) with the same schedule and
+//     its own client address (copies Multiply.. of a session; SessionInfo
+//     marks them Baseline), each in its own causal order.
 //   - Clock / Timer: every wait goes through it, so tests use a fake clock;
 //     PreciseClock (timerfd) is the default, SystemClock the runtime's.
 //   - Summary: the counters, lateness percentiles, JSON and text forms.

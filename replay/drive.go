@@ -45,6 +45,7 @@ type sessRun struct {
 	cut    bool          // the feed was shed or overflowed: the capture's end does not apply
 	info   *SessionInfo
 	obs    SessionObserver
+	tobs   TimedObserver // obs, when it wants times (else nil)
 	conn   PollConn
 	ready  <-chan struct{} // conn.ReadReady()
 	buf    []byte
@@ -86,6 +87,7 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	sr := &sessRun{p: p, cfg: cfg, clock: p.clock, c: c, head: c.info.Head, info: &c.info}
 	if cfg.Observer != nil {
 		sr.obs = cfg.Observer.Begin(&c.info)
+		sr.tobs, _ = sr.obs.(TimedObserver)
 	}
 	sr.run(ctx, ready)
 
@@ -215,7 +217,11 @@ func (sr *sessRun) pumpCaptured() {
 		return
 	}
 	for _, s := range segs {
-		sr.obs.Captured(s.off, s.data)
+		if sr.tobs != nil {
+			sr.tobs.CapturedAt(s.off, s.data, s.at)
+		} else {
+			sr.obs.Captured(s.off, s.data)
+		}
 	}
 }
 
@@ -345,11 +351,14 @@ func (sr *sessRun) drainReady() {
 
 // received hands bytes from the target to the observer and notes progress.
 func (sr *sessRun) received(p []byte) {
-	if sr.obs != nil {
+	now := sr.clock.Now()
+	switch {
+	case sr.tobs != nil:
+		sr.tobs.ReceivedAt(p, now)
+	case sr.obs != nil:
 		sr.obs.Received(p)
 	}
 	rx := &sr.rx
-	now := sr.clock.Now()
 	rx.n += int64(len(p))
 	sr.p.r.stats.bytesReceived.Add(int64(len(p)))
 	rx.last = now
@@ -462,6 +471,9 @@ func (sr *sessRun) play() error {
 		st.chunksSent.Add(1)
 		prev = need
 		turnStart = sr.clock.Now()
+		if sr.tobs != nil {
+			sr.tobs.Sent(c, turnStart)
+		}
 	}
 	return sr.finish(prev, turnStart)
 }

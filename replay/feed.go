@@ -3,6 +3,7 @@ package replay
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
 )
@@ -71,6 +72,7 @@ type feed struct {
 type capSeg struct {
 	off  int64
 	data []byte
+	at   time.Duration // capture time from the session's start
 }
 
 // copyRun is one copy of a session.
@@ -250,8 +252,15 @@ func (f *feed) shedLocked() {
 	f.notifyLocked()
 }
 
-// Server takes captured server bytes, for the observer.
-func (f *feed) Server(off int64, data []byte) {
+var _ session.TimedFeed = (*feed)(nil)
+
+// Server takes captured server bytes, for the observer (the Builder calls
+// ServerAt; Server is for Feeds driven without times).
+func (f *feed) Server(off int64, data []byte) { f.ServerAt(off, data, -1) }
+
+// ServerAt takes captured server bytes and their capture time, for the
+// observer.
+func (f *feed) ServerAt(off int64, data []byte, at time.Duration) {
 	p := f.p
 	if p.cfg.Observer == nil {
 		return
@@ -261,7 +270,7 @@ func (f *feed) Server(off int64, data []byte) {
 	if f.open == 0 {
 		return
 	}
-	f.server = append(f.server, capSeg{off, append([]byte(nil), data...)})
+	f.server = append(f.server, capSeg{off, append([]byte(nil), data...), at})
 	f.capEvents.Add(1)
 	f.notifyLocked()
 }

@@ -45,6 +45,26 @@ type SessionObserver interface {
 	Done(r *Result)
 }
 
+// TimedObserver is a SessionObserver that also follows the requests as
+// they are written and the time of each event: the per-request comparison
+// and its response times (intercept). The engine calls CapturedAt and
+// ReceivedAt instead of Captured and Received on an observer that
+// implements it, with the same contracts otherwise.
+type TimedObserver interface {
+	SessionObserver
+	// CapturedAt is Captured with the capture time of the segment that
+	// carried data, from the session's start (Head.Start); -1 when the
+	// capture did not say.
+	CapturedAt(off int64, data []byte, at time.Duration)
+	// ReceivedAt is Received with the time the bytes were read (the
+	// run's clock).
+	ReceivedAt(p []byte, at time.Time)
+	// Sent is called after chunk c was written whole, with the time the
+	// write returned. c.Data is never modified: the observer may keep it
+	// until Done.
+	Sent(c session.Chunk, at time.Time)
+}
+
 // SessionInfo describes one replayed copy of a captured session.
 type SessionInfo struct {
 	// Head is the captured session's start. Shared by all copies
@@ -57,8 +77,12 @@ type SessionInfo struct {
 	// (kernel sockets may ignore it and use their own).
 	Client netip.AddrPort
 	// Target is the address dialed: the captured server mapped by
-	// Config.Target or Config.Map.
+	// Config.Target or Config.Map, or Config.Baseline for a baseline copy.
 	Target netip.AddrPort
+	// Baseline marks a copy replayed to Config.Baseline: the twin of the
+	// copy with the same Pass and Copy that goes to the target, with the
+	// same schedule and its own client address.
+	Baseline bool
 	// Scheduled is when the session was due by the capture's timing (the
 	// run's start plus its scaled start offset); at speed max, the moment it
 	// became ready.

@@ -178,7 +178,7 @@ func (r *Runner) Stream(ctx context.Context, produce func(ctx context.Context, s
 		salt:     runSalt(r.runID, pass),
 		inflight: make(chan struct{}, r.cfg.MaxSessions),
 		stop:     make(chan struct{}),
-		order:    make([]causalOrder, r.cfg.Multiply),
+		order:    make([]causalOrder, r.cfg.copies()),
 		rate:     newRateLimiter(r.cfg.Rate),
 		feeds:    make(map[uint64]*feed),
 	}
@@ -398,15 +398,21 @@ func (p *passRun) Begin(h *session.Head) session.Feed {
 		st.shed.Add(1)
 		return nil
 	}
-	f := &feed{p: p, head: h, copies: make([]*copyRun, cfg.Multiply)}
+	f := &feed{p: p, head: h, copies: make([]*copyRun, cfg.copies())}
 	for c := range f.copies {
-		client, err := p.r.mapper.mapClient(p.salt, h.Client, target, c)
+		// A baseline copy (c >= Multiply) is the twin of copy
+		// c-Multiply, with its own client address (mapped as copy c).
+		dst, n, base := target, c, c >= cfg.Multiply
+		if base {
+			dst, n = cfg.Baseline, c-cfg.Multiply
+		}
+		client, err := p.r.mapper.mapClient(p.salt, h.Client, dst, c)
 		if err != nil {
 			p.setErrLocked(fmt.Errorf("session %d: %w", h.ID, err))
 			return nil
 		}
 		f.copies[c] = &copyRun{f: f, idx: c, ticket: -1, done: make(chan struct{}), info: SessionInfo{
-			Head: h, Pass: p.index, Copy: c, Client: client, Target: target,
+			Head: h, Pass: p.index, Copy: n, Client: client, Target: dst, Baseline: base,
 		}}
 	}
 	f.open = len(f.copies)

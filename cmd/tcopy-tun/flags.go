@@ -72,6 +72,11 @@ type replayFlags struct {
 	// metrics is the exporter behind --metrics (set by the command; nil
 	// without it).
 	metrics *metrics.Exporter
+
+	baseline   netip.AddrPort   // --baseline: the known-good build, replayed in the same run
+	ignore     string           // --ignore FILE: rules of the per-request comparison
+	rules      *intercept.Rules // read from ignore
+	failSlower float64          // --fail-slower RATIO (0: off)
 }
 
 // addrPortValue parses HOST:PORT flags (resolveAddrPort).
@@ -206,6 +211,9 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.BoolVar(&f.noCausal, "no-causal-order", false, "let a session start before the sessions that ended before it in the capture have ended (pure load)")
 	fs.IntVar(&f.reportRows, "report-sessions", 0, "per-session rows kept for --report at most, about 250 bytes each (0: all, -1: none; totals always count every session)")
 	fs.Int64Var(&f.serverLim, "response-limit", 1<<20, "bytes of each captured and replayed response kept for comparison")
+	fs.Var(addrPortValue{&f.baseline, lookup}, "baseline", "also replay every session to `HOST:PORT`, the known-good build, in the same run: the target's answers are compared with the baseline's, and what differs between the baseline and the capture is learned as noise")
+	fs.StringVar(&f.ignore, "ignore", "", "YAML `FILE` of what the per-request comparison ignores: headers, JSON paths, body regexps, per route or global (see README)")
+	fs.Float64Var(&f.failSlower, "fail-slower", 0, "exit 1 when the target's p99 response time exceeds `RATIO` times the baseline's (else the captured server's); 0: off")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (go tool pprof reads it)")
 	x := &extraFlags{}
 	fs.StringVar(&f.logFormat, "log-format", logText, "messages on stderr: text (one line each, for people) or json (one object per line, with time and level; the summary too)")
@@ -367,6 +375,25 @@ func parseReplayFlagsLookup(args []string, out io.Writer, lookup lookupFunc) (*r
 	}
 	if f.target.IsValid() && f.target.Addr().Is6() && f.target.Addr().IsLoopback() && f.via == "tun" {
 		return nil, fmt.Errorf("--target %s: ::1 cannot be reached through a TUN (the kernel never routes loopback traffic from a device); use 127.0.0.1 or an address of the host", f.target)
+	}
+	if f.baseline.IsValid() {
+		if len(f.maps) > 0 {
+			return nil, fmt.Errorf("--baseline replays one target's sessions to a second one: it cannot be combined with --map")
+		}
+		if f.baseline == f.target {
+			return nil, fmt.Errorf("--baseline %s is the --target itself: name the known-good build's address", f.baseline)
+		}
+		if f.baseline.Addr().Is6() && f.baseline.Addr().IsLoopback() && f.via == "tun" {
+			return nil, fmt.Errorf("--baseline %s: ::1 cannot be reached through a TUN; use 127.0.0.1 or an address of the host", f.baseline)
+		}
+	}
+	if f.failSlower < 0 || f.failSlower != f.failSlower {
+		return nil, fmt.Errorf("--fail-slower %v: want a ratio above 0 (or 0: off)", f.failSlower)
+	}
+	if f.ignore != "" {
+		if f.rules, err = intercept.LoadRules(f.ignore); err != nil {
+			return nil, fmt.Errorf("--ignore: %w", err)
+		}
 	}
 	return f, nil
 }

@@ -12,7 +12,7 @@ import (
 // Exit codes. They are part of the command's interface (README, "Exit codes").
 const (
 	exitOK       = 0 // everything asked for was done
-	exitFailure  = 1 // the run completed but some sessions failed, or a runtime error
+	exitFailure  = 1 // the run completed but some sessions failed, requests regressed from --baseline, the target was slower than --fail-slower allows, or a runtime error
 	exitUsage    = 2 // bad flags or arguments, or an output file that cannot be created
 	exitInput    = 3 // the capture could not be read or holds nothing to replay
 	exitPriv     = 4 // missing privileges (CAP_NET_ADMIN) or host setup failed

@@ -28,7 +28,8 @@ func newReport(f *replayFlags) *report {
 	if f.report != "" {
 		rows = f.reportRows
 	}
-	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim), MaxRows: rows})}
+	return &report{rec: intercept.New(intercept.Options{RecordLimit: int(lim), MaxRows: rows,
+		Rules: f.rules, Baseline: f.baseline.IsValid()})}
 }
 
 func (r *report) observer() replay.Observer { return r.rec }
@@ -90,6 +91,7 @@ func writeSummary(w io.Writer, res *runResult) {
 	res.summary.WriteText(w)
 	if res.report != nil && res.report.out != nil {
 		res.report.out.Totals.WriteText(w)
+		res.report.out.WriteRequestsText(w)
 	}
 	if p := res.pcap; p != nil {
 		fmt.Fprintf(w, "pcap:        %d packets (%d bytes) written to %s, %d connections named by their session", p.stats.Packets, p.stats.Bytes, p.name, p.stats.Comments)

@@ -197,7 +197,35 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 	if onDone != nil {
 		onDone(res)
 	}
-	return res.exitCode(ctx)
+	code := res.exitCode(ctx)
+	if code == exitOK && res.report != nil && res.report.out != nil {
+		// A run that completed can still fail its comparison: answers that
+		// regressed from the baseline's, or a target slower than
+		// --fail-slower allows. Without --baseline, answers that differ
+		// from the capture are reported but do not fail the run: a fresh
+		// server seldom answers exactly as the captured one did (ids,
+		// order-dependent counters), and only a baseline tells noise
+		// from a regression.
+		out := res.report.out
+		if n := out.Requests.Regressions; n > 0 && f.baseline.IsValid() {
+			logf(e, "%d requests regressed (answers differ from the %s beyond noise and --ignore rules)", n, out.Requests.Against)
+			code = exitFailure
+		}
+		if f.failSlower > 0 {
+			rt := out.ResponseTime
+			ref := rt.Captured
+			if f.baseline.IsValid() {
+				ref = rt.Baseline
+			}
+			if rt.Replayed.Count == 0 || ref.Count == 0 {
+				logf(e, "--fail-slower: no response times of the target and the %s to compare (no request was answered on both)", rt.Ratio.Against)
+			} else if rt.Replayed.P99US > f.failSlower*ref.P99US {
+				logf(e, "the target is slower than --fail-slower %g allows: p99 %.0f µs against the %s's %.0f µs", f.failSlower, rt.Replayed.P99US, rt.Ratio.Against, ref.P99US)
+				code = exitFailure
+			}
+		}
+	}
+	return code
 }
 
 func targetsString(f *replayFlags) string {
@@ -285,6 +313,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 		Dialer:         dialer,
 		Target:         f.target,
 		Map:            f.maps,
+		Baseline:       f.baseline,
 		Speed:          f.speed,
 		KeepClientIP:   f.keepIP,
 		RunID:          f.runID,

@@ -75,6 +75,9 @@
 // without Live they equal, field by field, those of the builder before it
 // streamed (TestCollectGolden pins that on every real capture and 3,000
 // fuzz inputs). Session.Play turns a complete session back into events.
+// A Feed that implements TimedFeed gets ServerAt instead of Server: the
+// captured server bytes with their capture time (the captured server's
+// response times).
 //
 // Head.ID numbers sessions in start order, Tail.EndSeq in end order;
 // Head.EndedBefore counts the Tails before the Head, which the replay uses

@@ -151,7 +151,7 @@ func (b *Builder) Advance(now time.Time) {
 	b.sealDue()
 }
 
-func (b *Builder) addServer(c *conn, off int64, data []byte) {
+func (b *Builder) addServer(c *conn, off int64, data []byte, t time.Time) {
 	limit := b.cfg.ServerDataLimit
 	if limit < 0 {
 		return
@@ -165,8 +165,12 @@ func (b *Builder) addServer(c *conn, off int64, data []byte) {
 		return
 	}
 	c.srvKept += int64(len(data))
-	if c.feed != nil {
-		c.feed.Server(off, data)
+	switch f := c.feed.(type) {
+	case nil:
+	case TimedFeed:
+		f.ServerAt(off, data, max(t.Sub(c.start), 0))
+	default:
+		f.Server(off, data)
 	}
 }
 

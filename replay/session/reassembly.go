@@ -278,7 +278,7 @@ func (b *Builder) commit(c *conn) {
 		case it.dir == cli:
 			b.addChunk(c, it)
 		default:
-			b.addServer(c, it.off, it.data)
+			b.addServer(c, it.off, it.data, it.t)
 		}
 		*it = item{}
 	}

@@ -87,6 +87,16 @@ type Feed interface {
 	End(t *Tail)
 }
 
+// TimedFeed is a Feed that also wants to know when the server bytes were
+// captured (for the captured server's response times): the Builder calls
+// ServerAt instead of Server on a Feed that implements it.
+type TimedFeed interface {
+	Feed
+	// ServerAt is Server with the capture time of the segment that carried
+	// data, measured from the session's start (Head.Start).
+	ServerAt(off int64, data []byte, at time.Duration)
+}
+
 // Collect returns a Sink that rebuilds complete sessions from the events and
 // calls emit with each when it ends, in end order, with Session.ID set to
 // its EndSeq: the model that inspect, the step tables and the tests use.

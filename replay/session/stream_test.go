@@ -255,3 +255,36 @@ func sha(ss []*Session) string {
 	digestSessions(h, ss)
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
+
+// timedSink records ServerAt: a TimedFeed gets the capture time of each
+// server segment (from the session's first packet), never Server.
+type timedSink struct{ at []string }
+
+type timedFeed struct{ s *timedSink }
+
+func (s *timedSink) Begin(*Head) Feed  { return timedFeed{s} }
+func (timedFeed) Chunk(Chunk)          {}
+func (timedFeed) Hole(Hole)            {}
+func (timedFeed) End(*Tail)            {}
+func (timedFeed) Server(int64, []byte) { panic("Server called on a TimedFeed") }
+func (f timedFeed) ServerAt(off int64, data []byte, at time.Duration) {
+	f.s.at = append(f.s.at, fmt.Sprintf("%d %q %v", off, data, at))
+}
+
+func TestTimedFeed(t *testing.T) {
+	s := &timedSink{}
+	b := NewBuilder(Config{}, s)
+	feedSteps(b, []tuple{defaultTuple}, []step{
+		{ms: 0, dir: 'c', fl: "S"},
+		{ms: 1, dir: 's', fl: "SA", ack: 1},
+		{ms: 2, dir: 'c', fl: "AP", seq: 1, ack: 1, data: "GET /1\n"},
+		{ms: 7, dir: 's', fl: "AP", seq: 1, ack: 8, data: "one\n"},
+		{ms: 9, dir: 's', fl: "AP", seq: 5, ack: 8, data: "more\n"},
+		{ms: 10, dir: 'c', fl: "AF", seq: 8, ack: 10},
+		{ms: 11, dir: 's', fl: "AF", seq: 10, ack: 9},
+	})
+	b.Close()
+	if got, want := strings.Join(s.at, "|"), `0 "one\n" 7ms|4 "more\n" 9ms`; got != want {
+		t.Errorf("ServerAt: %s, want %s", got, want)
+	}
+}
