@@ -578,3 +578,44 @@ func (h *latHist) percentiles() Percentiles {
 func (h *latHist) stats(first *latHist) LatencyStats {
 	return LatencyStats{Count: h.count, Percentiles: h.percentiles(), FirstByte: first.percentiles()}
 }
+
+// counts is RequestTotals over the requests judged so far, without the
+// report's other parts and without pairing the requests still waiting for
+// their twin: cheap enough for every scrape of a metrics endpoint.
+func (s *reqStats) counts() RequestTotals {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := RequestTotals{Against: AgainstCaptured}
+	if s.baseline {
+		t.Against = AgainstBaseline
+	}
+	for _, ra := range s.routes {
+		t.Requests += ra.requests
+		t.Same += ra.same
+		t.NotCompared += ra.notComp
+		count := func(g *diffGroup) {
+			if ra.regresses(g.keys) {
+				t.Regressions += g.count
+			} else {
+				t.Noise += g.count
+			}
+		}
+		for _, g := range ra.groups {
+			count(g)
+		}
+		if ra.overflow != nil {
+			count(ra.overflow)
+		}
+	}
+	return t
+}
+
+// Requests returns the per-request totals so far (see reqStats.counts):
+// regressions are judged with the noise learned until now, so a request
+// counted as a regression early may turn out noise in the final report.
+func (r *Recorder) Requests() RequestTotals {
+	if r.reqs == nil {
+		return RequestTotals{Against: AgainstCaptured}
+	}
+	return r.reqs.counts()
+}

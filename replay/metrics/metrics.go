@@ -197,6 +197,11 @@ type counts struct {
 	shed, droppedSessions, droppedBytes, peerTimeouts     int64
 	answers                                               [7]int64 // by intercept.Match
 	endMismatch                                           int64
+	// The per-request comparison: requests compared, same, not compared
+	// (monotonic), and noise and regressions as judged so far (gauges: a
+	// difference first taken for a regression may become noise once the
+	// baseline shows it).
+	requests, reqSame, reqNotCompared, reqNoise, reqRegressions int64
 }
 
 func (c *counts) add(o counts) {
@@ -207,6 +212,8 @@ func (c *counts) add(o counts) {
 		{&c.shed, &o.shed}, {&c.droppedSessions, &o.droppedSessions},
 		{&c.droppedBytes, &o.droppedBytes}, {&c.peerTimeouts, &o.peerTimeouts},
 		{&c.endMismatch, &o.endMismatch},
+		{&c.requests, &o.requests}, {&c.reqSame, &o.reqSame}, {&c.reqNotCompared, &o.reqNotCompared},
+		{&c.reqNoise, &o.reqNoise}, {&c.reqRegressions, &o.reqRegressions},
 	} {
 		*p[0] += *p[1]
 	}
@@ -241,6 +248,8 @@ func snapshot(r *replay.Runner, rec *intercept.Recorder) counts {
 		m := t.Match
 		c.answers = [7]int64{m.Identical, m.Volatile, m.SameLength, m.Different, m.Missing, m.NotComparable, m.NotReplayed}
 		c.endMismatch = t.EndMismatch
+		q := rec.Requests()
+		c.requests, c.reqSame, c.reqNotCompared, c.reqNoise, c.reqRegressions = q.Requests, q.Same, q.NotCompared, q.Noise, q.Regressions
 	}
 	return c
 }

@@ -51,7 +51,7 @@ func lineServer(t *testing.T) netip.AddrPort {
 					if err != nil {
 						return
 					}
-					fmt.Fprintf(c, "ok %s\n", strings.TrimPrefix(strings.TrimSpace(line), "GET "))
+					fmt.Fprintf(c, "ok %s\n", strings.TrimPrefix(strings.TrimSpace(line), "ASK "))
 				}
 			}()
 		}
@@ -72,7 +72,7 @@ func capturedSessions(n, turns int) []capture.Packet {
 			if i == n-1 {
 				word = "old"
 			}
-			c.Send(fmt.Sprintf("GET %d-%d\n", i, j)).Reply(fmt.Sprintf("%s %d-%d\n", word, i, j))
+			c.Send(fmt.Sprintf("ASK %d-%d\n", i, j)).Reply(fmt.Sprintf("%s %d-%d\n", word, i, j))
 		}
 		convs = append(convs, c.CloseClient().Packets())
 	}
@@ -213,6 +213,14 @@ func TestCountersMoveWithReplay(t *testing.T) {
 				if got, ok := m[name]; !ok || got != w {
 					t.Errorf("%s = %v (present %v), want %v", name, got, ok, w)
 				}
+			}
+			// The per-request comparison: one request per turn; the
+			// session whose answer differs has a regression (against the
+			// capture, nothing is noise).
+			reqs, same, regs := m["tcopy_tun_requests_total"], m["tcopy_tun_requests_same_total"], m["tcopy_tun_requests_regressions"]
+			if reqs != sessions*turns || regs < 1 || same+regs+m["tcopy_tun_requests_noise"]+m["tcopy_tun_requests_not_compared_total"] != reqs {
+				t.Errorf("requests %v: same %v, regressions %v, noise %v, not compared %v; want %d requests, at least 1 regression, adding up",
+					reqs, same, regs, m["tcopy_tun_requests_noise"], m["tcopy_tun_requests_not_compared_total"], sessions*turns)
 			}
 			if sum.BytesSent == 0 || sum.BytesReceived == 0 {
 				t.Errorf("summary: %d bytes sent, %d received: the replay did not run", sum.BytesSent, sum.BytesReceived)
