@@ -185,6 +185,9 @@ type compareReport struct {
 			}
 		} `json:"response_time"`
 	} `json:"routes"`
+	Sessions []struct {
+		Baseline bool `json:"baseline"`
+	} `json:"sessions"`
 	Regressions []struct {
 		Route       string `json:"route"`
 		Differences []struct {
@@ -258,9 +261,34 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	// answered short after --quiet-timeout, and the next request goes
 	// out while the slow answer is still to come (it would then wait
 	// behind it on the connection, and count its wait).
+	replayPcap := filepath.Join(e.dir, "replayed.pcapng")
 	r, stderr := compareReplay(t, e, 1, "--pcap", cp.file, "--server", addr(comparePortA),
-		"--target", addr(comparePortC), "--baseline", addr(comparePortB), "--quiet-timeout", "2s")
+		"--target", addr(comparePortC), "--baseline", addr(comparePortB), "--quiet-timeout", "2s",
+		"--write-pcap", replayPcap)
 	t.Logf("tcopy-tun:\n%s", stderr)
+
+	// The replay's own pcapng: tshark reads one conversation per replayed
+	// session and target (candidate and baseline), both directions, each
+	// named on its first packet.
+	perTarget := map[string]int{}
+	for _, c := range tsharkConns(t, replayPcap) {
+		perTarget[c.server]++
+		if c.out == 0 || c.in == 0 || !commentRE.MatchString(c.firstComment) {
+			t.Errorf("replayed pcapng: conversation %s → %s: %d packets sent, %d received, comment %q; want both directions and a session comment",
+				c.client, c.server, c.out, c.in, c.firstComment)
+		}
+	}
+	sessions := 0
+	for _, rw := range r.Sessions {
+		if !rw.Baseline {
+			sessions++
+		}
+	}
+	for _, tgt := range []string{addr(comparePortC), addr(comparePortB)} {
+		if perTarget[tgt] != sessions {
+			t.Errorf("replayed pcapng: %d conversations with %s, want one per replayed session (%d); all: %v", perTarget[tgt], tgt, sessions, perTarget)
+		}
+	}
 
 	q := r.Summary.Requests
 	if q.Against != "baseline" || q.Requests != 3*compareRounds || q.Regressions != compareRounds || q.NotCompared != 0 {
