@@ -33,6 +33,7 @@ type replayFlags struct {
 	forward  bool
 	runID    uint64
 	report   string
+	html     string // --html FILE: the report as a self-contained page
 	progress string // auto, always, never
 	quiet    bool
 
@@ -103,6 +104,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer) (*flag.FlagSet, *listValue,
 	fs.BoolVar(&f.forward, "forward", false, "the target is on another host: forward between the TUN and the interface towards it (see README)")
 	fs.Uint64Var(&f.runID, "run-id", 0, "seed of the client address mapping (default: random, so back-to-back runs never reuse a 4-tuple)")
 	fs.StringVar(&f.report, "report", "", "write the report as JSON to `FILE` (- for standard output)")
+	fs.StringVar(&f.html, "html", "", "write the report as one self-contained HTML page to `FILE` (- for standard output): summary, latency plots, routes, regressed answers side by side")
 	fs.StringVar(&f.progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stderr (errors still)")
 	fs.DurationVar(&f.sessionTimeout, "session-timeout", replay.DefaultSessionTimeout, "abort a session running this much longer than it did in the capture")
@@ -206,6 +208,9 @@ func parseReplayFlags(args []string, out io.Writer) (*replayFlags, error) {
 	case "auto", "always", "never":
 	default:
 		return nil, fmt.Errorf("--progress %q: want auto, always or never", f.progress)
+	}
+	if f.html == "-" && f.report == "-" {
+		return nil, fmt.Errorf("--report - and --html - both write to standard output: give one of them a file")
 	}
 	if f.mtu < 1280 || f.mtu > 65535 {
 		return nil, fmt.Errorf("--mtu %d: want 1280 to 65535", f.mtu)

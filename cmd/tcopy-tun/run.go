@@ -104,6 +104,12 @@ func startCPUProfile(file string) (stop func(), err error) {
 // everything it set up. onDone, if set, is called after the replay with the
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
+	html, err := openHTML(e, f.html)
+	if err != nil {
+		fail(e, err)
+		return exitUsage
+	}
+	defer html.close()
 	sel := newSelection(f)
 	res, err := replayOnce(ctx, e, f, sel)
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
@@ -132,6 +138,10 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 			fail(e, err)
 			return exitFailure
 		}
+	}
+	if err := html.write(res.report); err != nil {
+		fail(e, err)
+		return exitFailure
 	}
 	if ctx.Err() != nil {
 		logf(e, "interrupted: %d sessions aborted or not started; the host is cleaned up", res.summary.NotStarted+res.summary.Failed.Canceled)

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/intercept/htmlreport/browsertest"
+)
+
+// TestHTMLFlag: an --html file that cannot be created is refused before
+// the capture is even opened (exit 2, one line), and --html - cannot share
+// standard output with --report -.
+func TestHTMLFlag(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--html", filepath.Join(dir, "no", "such", "dir", "r.html")}, "tcopy-tun: --html: open "},
+		{[]string{"--html", "-", "--report", "-"}, "--report - and --html - both write to standard output"},
+	} {
+		args := append([]string{"--pcap", filepath.Join(dir, "missing.pcap"), "--target", "127.0.0.1:9", "--via", "socket", "--progress", "never"}, tc.args...)
+		code, _, stderr := runCmd(t, nil, args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.err) || strings.Contains(stderr, "missing.pcap") {
+			t.Errorf("%v: exit %d, stderr %q; want %d and one line with %q, before the capture is opened", tc.args, code, stderr, exitUsage, tc.err)
+		}
+	}
+}
+
+// demoCandidate is a changed build of the demo server: /api/items/{n}
+// answers more than the capture did, and /search answers demoSlow later.
+func demoCandidate(method, target, body string) (string, time.Duration) {
+	switch {
+	case strings.HasPrefix(target, "/api/items/"):
+		return strings.TrimSuffix(body, "\n") + " (out of stock)\n", 0
+	case strings.HasPrefix(target, "/search"):
+		return body, demoSlow
+	}
+	return body, 0
+}
+
+const demoSlow = 40 * time.Millisecond
+
+// TestHTMLReportOfReplay replays the bundled demo capture through kernel
+// sockets (no privileges) to a changed build of the demo server, with the
+// demo server itself as --baseline, and writes --html and --report. The
+// page is checked as written, then in headless Chromium: what it shows
+// once its script ran (the verdict, the routes and their regressions, the
+// plots, the answers side by side). TCOPY_TUN_HTML_SCREENSHOT=FILE.png
+// also writes a screenshot (make screenshot: docs/report.png).
+func TestHTMLReportOfReplay(t *testing.T) {
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	base := newDemoServer(listen())
+	cand := newTweakedDemoServer(listen(), demoCandidate)
+	defer base.close()
+	defer cand.close()
+
+	dir := t.TempDir()
+	page, jsonFile := filepath.Join(dir, "report.html"), filepath.Join(dir, "report.json")
+	code, _, stderr := runCmd(t, nil, "--pcap", filepath.Join("..", "..", demoCapture), "--server", "10.1.0.1:8080",
+		"--target", cand.ln.Addr().String(), "--baseline", base.ln.Addr().String(), "--via", "socket",
+		"--speed", "max", "--progress", "never", "--report", jsonFile, "--html", page)
+	t.Logf("tcopy-tun:\n%s", stderr)
+	if code != exitFailure || !strings.Contains(stderr, "8 requests regressed") {
+		t.Fatalf("exit %d; want %d and 8 requests regressed (GET /api/items/1..7, 7 twice)", code, exitFailure)
+	}
+	var rep struct {
+		Summary struct {
+			Requests struct{ Requests, Regressions int64 } `json:"requests"`
+		} `json:"summary"`
+	}
+	b, err := os.ReadFile(jsonFile)
+	if err == nil {
+		err = json.Unmarshal(b, &rep)
+	}
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The page says what the JSON report says.
+	verdict := regexp.MustCompile(`(\d+) of (\d+) requests regressed`).FindSubmatch(html)
+	if verdict == nil || string(verdict[1]) != "8" || string(verdict[2]) != itoa64(rep.Summary.Requests.Requests) {
+		t.Fatalf("page verdict %q; want 8 of the report's %d requests", verdict, rep.Summary.Requests.Requests)
+	}
+	for _, bad := range []string{"http://", "https://", "src=", "@import", "url("} {
+		if bytes.Contains(html, []byte(bad)) {
+			t.Errorf("the page refers to something outside itself: %q", bad)
+		}
+	}
+
+	t.Run("chromium", func(t *testing.T) {
+		dom := browsertest.DumpDOM(t, page)
+		for _, want := range []string{
+			"8 of " + itoa64(rep.Summary.Requests.Requests) + " requests regressed",
+			`<tr class="route regressed" data-route="GET /api/items/{n}">`,
+			`data-route="GET /search"`, `data-route="POST /api/login"`,
+			`<td class="bad">8</td>`,
+			`<polyline class="cdf target"`, `<polyline class="cdf baseline"`, `<polyline class="cdf captured"`,
+			`<div class="answer baseline">`, `<div class="answer target">`, `<div class="answer captured">`,
+			`<mark class="key"> (out of stock)</mark>`,
+		} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("the DOM lacks %q", want)
+			}
+		}
+		// The slowed route is the slowest against the baseline: first after
+		// the regressed one, its p50 ratio marked.
+		routes := regexp.MustCompile(`data-route="([^"]+)"`).FindAllStringSubmatch(dom, 3)
+		if len(routes) < 2 || routes[0][1] != "GET /api/items/{n}" || routes[1][1] != "GET /search" {
+			t.Errorf("routes in order %q; want GET /api/items/{n}, then GET /search", routes)
+		}
+		if !strings.Contains(dom, `data-plot="route-plot-0">plot</button>`) {
+			t.Error("the route plot buttons are still hidden: the page's script did not run")
+		}
+		if shot := os.Getenv("TCOPY_TUN_HTML_SCREENSHOT"); shot != "" {
+			browsertest.Screenshot(t, page, shot, 1440, 1700)
+			t.Logf("wrote %s", shot)
+		}
+	})
+}
+
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
