@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,3 +140,71 @@ func TestHTMLReportOfReplay(t *testing.T) {
 }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestHTMLWrittenWhenInterrupted: the page is written when the run is
+// interrupted (SIGINT to the built binary mid-replay), as the JSON report
+// is, and says what was compared until then.
+func TestHTMLWrittenWhenInterrupted(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newDemoServer(ln)
+	defer srv.close()
+	bin := buildTcopyTun(t)
+	page := filepath.Join(t.TempDir(), "report.html")
+	// At speed 0.05 the 2.3 s capture takes 45 s: the signal comes long
+	// before its end.
+	cmd := exec.Command(bin, "--pcap", filepath.Join("..", "..", demoCapture), "--server", "10.1.0.1:8080",
+		"--target", ln.Addr().String(), "--via", "socket", "--speed", "0.05", "--progress", "never", "--html", page)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, reqs, _ := srv.stats(); reqs > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("no request reached the server in 30 s\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Created before the first packet: it is there while the replay runs.
+	if _, err := os.Stat(page); err != nil {
+		t.Errorf("--html file not created while the replay runs: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	var code int
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("tcopy-tun still running 30 s after SIGINT\n%s", stderr.String())
+	}
+	t.Logf("tcopy-tun:\n%s", stderr.String())
+	if code != exitSignaled {
+		t.Errorf("exit %d, want %d (interrupted)", code, exitSignaled)
+	}
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(html, []byte("<title>tcopy-tun report</title>")) || !bytes.Contains(html, []byte("sessions replayed")) || !bytes.Contains(html, []byte("</html>")) {
+		t.Errorf("the page written after the interrupt is not whole (%d bytes)", len(html))
+	}
+	if !bytes.Contains(html, []byte("canceled")) {
+		t.Error("the page does not show the canceled sessions in its summary")
+	}
+}
