@@ -291,4 +291,3 @@ func checkDOM(t *testing.T, dom string) {
 		t.Errorf("%d plots in the DOM, want the overall one and one per route (6)", n)
 	}
 }
-

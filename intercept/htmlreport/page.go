@@ -222,7 +222,7 @@ func routeRows(routes []intercept.RouteReport, baseline bool) ([]routeRow, int) 
 			Index: n, Route: r.Route, Protocol: r.Protocol,
 			Requests: r.Requests, Same: r.Same, Noise: r.Noise, Regressions: r.Regressions, NotCmp: r.NotCompared,
 			RatioP50: fmtRatio(r.ResponseTime.Ratio.P50), RatioP99: fmtRatio(r.ResponseTime.Ratio.P99),
-			Slower:      r.ResponseTime.Ratio.P50 >= 1.5,
+			Slower:      slower(r.ResponseTime),
 			NoiseFields: strings.Join(r.NoiseFields, ", "),
 		}
 		for _, s := range sides(r.ResponseTime) {
@@ -241,6 +241,17 @@ func routeRows(routes []intercept.RouteReport, baseline bool) ([]routeRow, int) 
 		out = append(out, row)
 	}
 	return out, left
+}
+
+// slower reports whether a route's target is clearly slower than its
+// reference: a p50 at least 1.5 times and 1 ms above it (a few
+// microseconds more on a fast route is the machine's jitter).
+func slower(rt intercept.ResponseTime) bool {
+	ref := rt.Captured
+	if rt.Ratio.Against == intercept.AgainstBaseline {
+		ref = rt.Baseline
+	}
+	return rt.Ratio.P50 >= 1.5 && rt.Replayed.P50US-ref.P50US >= 1000
 }
 
 func fmtRatio(r float64) string {
