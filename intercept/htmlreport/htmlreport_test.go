@@ -259,6 +259,14 @@ func TestPageInChromium(t *testing.T) {
 	}
 	dom := browsertest.DumpDOM(t, file)
 	checkDOM(t, dom)
+	if !strings.Contains(dom, `<tr class="plotrow" id="route-plot-0" hidden="">`) {
+		t.Error("a route's plot is shown before it is asked for")
+	}
+	// #plots opens every route's plot (the buttons' click handlers).
+	dom = browsertest.DumpDOM(t, file+"#plots")
+	if strings.Contains(dom, `class="plotrow" id="route-plot-0" hidden`) || !strings.Contains(dom, `data-plot="route-plot-0">hide</button>`) {
+		t.Error("#plots did not open the route plots")
+	}
 	if shot := os.Getenv("TCOPY_TUN_HTML_SCREENSHOT"); shot != "" {
 		browsertest.Screenshot(t, file, shot, 1280, 2000)
 	}
