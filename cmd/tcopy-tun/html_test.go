@@ -208,3 +208,42 @@ func TestHTMLWrittenWhenInterrupted(t *testing.T) {
 		t.Error("the page does not show the canceled sessions in its summary")
 	}
 }
+
+// checkCompareHTML checks the --html page of TestPrivilegedCompareHTTP in
+// headless Chromium: the changed route regressed in every round, the
+// slowed one is the slowest against the baseline, the three sides are
+// plotted, and the regressed price is marked in both answers.
+func checkCompareHTML(t *testing.T, page string) {
+	t.Helper()
+	dom := browsertest.DumpDOM(t, page)
+	n := strconv.Itoa(compareRounds)
+	for _, want := range []string{
+		n + " of " + strconv.Itoa(3*compareRounds) + " requests regressed",
+		`<tr class="route regressed" data-route="GET /api/items/{n}">`,
+		`<td class="bad">` + n + `</td>`,
+		`<polyline class="cdf target"`, `<polyline class="cdf baseline"`, `<polyline class="cdf captured"`,
+		`<div class="answer baseline">`, `<div class="answer target">`, `<div class="answer captured">`,
+		"body $.price",
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("--html page in Chromium lacks %q", want)
+		}
+	}
+	routes := regexp.MustCompile(`<tr class="route[^"]*" data-route="([^"]+)"`).FindAllStringSubmatch(dom, -1)
+	if len(routes) != 3 || routes[1][1] != "GET /api/slow" {
+		t.Errorf("routes in order %q; want GET /api/items/{n}, then the slowed GET /api/slow", routes)
+	}
+	// Each regressed request marks the price it answered on both sides:
+	// the baseline's n*3 and the target's n*3+1.
+	keys := regexp.MustCompile(`<mark class="key">(\d+)</mark>`).FindAllStringSubmatch(dom, -1)
+	if len(keys) < 2 || len(keys)%2 != 0 {
+		t.Errorf("marked prices %q; want the baseline's and the target's of each regressed request", keys)
+	}
+	for i := 0; i+1 < len(keys); i += 2 {
+		a, _ := strconv.Atoi(keys[i][1])
+		b, _ := strconv.Atoi(keys[i+1][1])
+		if b != a+1 {
+			t.Errorf("marked prices %s (baseline) and %s (target); want the target's one more", keys[i][1], keys[i+1][1])
+		}
+	}
+}

@@ -257,8 +257,9 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	// answered short after --quiet-timeout, and the next request goes
 	// out while the slow answer is still to come (it would then wait
 	// behind it on the connection, and count its wait).
+	page := filepath.Join(e.dir, "compare.html")
 	r, stderr := compareReplay(t, e, 1, "--pcap", cp.file, "--server", addr(comparePortA),
-		"--target", addr(comparePortC), "--baseline", addr(comparePortB), "--quiet-timeout", "2s")
+		"--target", addr(comparePortC), "--baseline", addr(comparePortB), "--quiet-timeout", "2s", "--html", page)
 	t.Logf("tcopy-tun:\n%s", stderr)
 
 	q := r.Summary.Requests
@@ -308,6 +309,7 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	if !strings.Contains(stderr, "requests regressed") {
 		t.Errorf("stderr does not say that requests regressed:\n%s", stderr)
 	}
+	checkCompareHTML(t, page)
 }
 
 // TestPrivilegedCompareRedis: redis-cli commands captured against redis A;

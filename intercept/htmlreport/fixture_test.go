@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/intercept"
@@ -160,9 +161,4 @@ const (
 	binGot = `\x00\x01\xee\x03\x04\x05\x06\x07\x08\x0b\x0e\x0f\x10\x11\xfe\xff`
 )
 
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + itoa(n%10)
-}
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -319,15 +319,15 @@ func regView1(i int, g *intercept.Regression) regView {
 	if c := g.Captured; c != nil && g.Against == intercept.AgainstBaseline {
 		// The capture, for context: marked against the baseline's answer
 		// is not what regressed, so it is shown unmarked.
-		cap := answerView{Side: "captured", Title: "capture", Timing: timing(*c), Truncated: c.Truncated}
+		capt := answerView{Side: "captured", Title: "capture", Timing: timing(*c), Truncated: c.Truncated}
 		cb := unescape(c.Text)
 		if v.Hex {
-			cap.Hex = hexDump(cb, make([]bool, len(cb)))
+			capt.Hex = hexDump(cb, make([]bool, len(cb)))
 		} else {
-			cap.Segs = []seg{{Text: c.Text}}
+			capt.Segs = []seg{{Text: c.Text}}
 		}
-		cap.Empty = c.Text == ""
-		v.Answers = append(v.Answers, cap)
+		capt.Empty = c.Text == ""
+		v.Answers = append(v.Answers, capt)
 	}
 	return v
 }
