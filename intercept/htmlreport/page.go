@@ -193,8 +193,9 @@ func summaryText(rep *intercept.Report) string {
 }
 
 // routeRows orders the routes for the table: those that regressed first
-// (most regressions first), then the slowest against their reference,
-// then by name.
+// (most regressions first), then those whose target is the most slower
+// than their reference (by time: a ratio of two fast answers is mostly
+// jitter), then by name.
 func routeRows(routes []intercept.RouteReport, baseline bool) ([]routeRow, int) {
 	order := make([]int, len(routes))
 	for i := range order {
@@ -205,8 +206,8 @@ func routeRows(routes []intercept.RouteReport, baseline bool) ([]routeRow, int) 
 		if a.Regressions != b.Regressions {
 			return a.Regressions > b.Regressions
 		}
-		if a.ResponseTime.Ratio.P50 != b.ResponseTime.Ratio.P50 {
-			return a.ResponseTime.Ratio.P50 > b.ResponseTime.Ratio.P50
+		if ea, eb := excess(a.ResponseTime), excess(b.ResponseTime); ea != eb {
+			return ea > eb
 		}
 		return a.Route < b.Route
 	})
@@ -243,15 +244,24 @@ func routeRows(routes []intercept.RouteReport, baseline bool) ([]routeRow, int) 
 	return out, left
 }
 
-// slower reports whether a route's target is clearly slower than its
-// reference: a p50 at least 1.5 times and 1 ms above it (a few
-// microseconds more on a fast route is the machine's jitter).
-func slower(rt intercept.ResponseTime) bool {
+// excess is how much later the target's p50 is than its reference's, in
+// microseconds (0 when either is not measured).
+func excess(rt intercept.ResponseTime) float64 {
 	ref := rt.Captured
 	if rt.Ratio.Against == intercept.AgainstBaseline {
 		ref = rt.Baseline
 	}
-	return rt.Ratio.P50 >= 1.5 && rt.Replayed.P50US-ref.P50US >= 1000
+	if ref.Count == 0 || rt.Replayed.Count == 0 {
+		return 0
+	}
+	return rt.Replayed.P50US - ref.P50US
+}
+
+// slower reports whether a route's target is clearly slower than its
+// reference: a p50 at least 1.5 times and 1 ms above it (a few
+// microseconds more on a fast route is the machine's jitter).
+func slower(rt intercept.ResponseTime) bool {
+	return rt.Ratio.P50 >= 1.5 && excess(rt) >= 1000
 }
 
 func fmtRatio(r float64) string {
