@@ -146,11 +146,15 @@ func newPage(rep *intercept.Report) *page {
 		card{"not compared", strconv.FormatInt(q.NotCompared, 10), ""},
 	)
 	rt := rep.ResponseTime
+	ref := rt.Captured
+	if rt.Ratio.Against == intercept.AgainstBaseline {
+		ref = rt.Baseline
+	}
 	if rt.Ratio.P50 > 0 {
-		p.Cards = append(p.Cards, card{"target/" + p.Against + " p50", fmtRatio(rt.Ratio.P50), ratioClass(rt.Ratio.P50)})
+		p.Cards = append(p.Cards, card{"target/" + p.Against + " p50", fmtRatio(rt.Ratio.P50), ratioClass(rt.Ratio.P50, rt.Replayed.P50US-ref.P50US)})
 	}
 	if rt.Ratio.P99 > 0 {
-		p.Cards = append(p.Cards, card{"target/" + p.Against + " p99", fmtRatio(rt.Ratio.P99), ratioClass(rt.Ratio.P99)})
+		p.Cards = append(p.Cards, card{"target/" + p.Against + " p99", fmtRatio(rt.Ratio.P99), ratioClass(rt.Ratio.P99, rt.Replayed.P99US-ref.P99US)})
 	}
 	switch {
 	case q.Requests == 0:
@@ -271,9 +275,11 @@ func fmtRatio(r float64) string {
 	return strconv.FormatFloat(r, 'f', 2, 64) + "×"
 }
 
-func ratioClass(r float64) string {
+// ratioClass colours a ratio: bad when the target is clearly slower (as
+// slower tells), good when it is about as fast or faster.
+func ratioClass(r, excessUS float64) string {
 	switch {
-	case r >= 1.5:
+	case r >= 1.5 && excessUS >= 1000:
 		return "bad"
 	case r > 0 && r <= 1.1:
 		return "good"
