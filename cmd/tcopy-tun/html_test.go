@@ -114,7 +114,7 @@ func TestHTMLReportOfReplay(t *testing.T) {
 			"8 of " + itoa64(rep.Summary.Requests.Requests) + " requests regressed",
 			`<tr class="route regressed" data-route="GET /api/items/{n}">`,
 			`data-route="GET /search"`, `data-route="POST /api/login"`,
-			`<td class="bad">8</td>`,
+			`<td class="bad"><a href="#reg-0">8</a></td>`,
 			`<polyline class="cdf target"`, `<polyline class="cdf baseline"`, `<polyline class="cdf captured"`,
 			`<div class="answer baseline">`, `<div class="answer target">`, `<div class="answer captured">`,
 			`<mark class="key"> (out of stock)</mark>`,
@@ -220,7 +220,7 @@ func checkCompareHTML(t *testing.T, page string) {
 	for _, want := range []string{
 		n + " of " + strconv.Itoa(3*compareRounds) + " requests regressed",
 		`<tr class="route regressed" data-route="GET /api/items/{n}">`,
-		`<td class="bad">` + n + `</td>`,
+		`<td class="bad"><a href="#reg-0">` + n + `</a></td>`,
 		`<polyline class="cdf target"`, `<polyline class="cdf baseline"`, `<polyline class="cdf captured"`,
 		`<div class="answer baseline">`, `<div class="answer target">`, `<div class="answer captured">`,
 		"body $.price",

@@ -280,7 +280,7 @@ func checkDOM(t *testing.T, dom string) {
 	for _, want := range []string{
 		"42 of 133 requests regressed",
 		`data-route="GET /api/items/{n}"`, `data-route="GET /api/slow"`, `data-route="HGETALL"`,
-		`<td class="bad">40</td>`, // the items route's regressions
+		`<td class="bad"><a href="#reg-0">40</a></td>`, // the items route's regressions, linked to the first shown
 		`<polyline class="cdf target"`, `<polyline class="cdf baseline"`, `<polyline class="cdf captured"`,
 		`<mark class="key">6</mark>`, `<mark class="key">7</mark>`,
 		`<div class="answer baseline">`, `<div class="answer target">`, `<div class="answer captured">`,

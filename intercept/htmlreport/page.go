@@ -80,6 +80,7 @@ type routeRow struct {
 	Slower                                     bool
 	NoiseFields                                string
 	Plot                                       *plot
+	FirstReg                                   string // anchor of the route's first regressed request shown
 }
 
 type latCell struct {
@@ -181,6 +182,15 @@ func newPage(rep *intercept.Report) *page {
 	}
 	p.Routes, p.RoutesLeft = routeRows(rep.Routes, p.HasBaseline)
 	p.Regressions = regViews(rep.Regressions)
+	first := map[string]string{}
+	for _, r := range p.Regressions {
+		if first[r.Route] == "" {
+			first[r.Route] = r.Anchor
+		}
+	}
+	for i := range p.Routes {
+		p.Routes[i].FirstReg = first[p.Routes[i].Route]
+	}
 	p.RegsLeft = max(q.Regressions-int64(len(p.Regressions)), 0)
 	return p
 }
