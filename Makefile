@@ -2,6 +2,10 @@
 GO        ?= go
 BIN       := bin/tcopy-tun
 PKGS      := ./...
+# deploy/ is a Go module of its own (the Kubernetes API types its tests
+# decode the manifests into stay out of tcopy-tun's module): test and lint
+# run there too.
+DEPLOY    := deploy
 # Privileged tests (TUN, network namespaces, real servers) skip with a hint
 # when the capability or a program is missing; TCOPY_TUN_PRIVILEGED_TESTS=1
 # turns that skip into a failure (`make check` sets it when run as root).
@@ -12,11 +16,13 @@ RACE = $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # The Debian packages the test suite uses (`make deps` installs the missing
 # ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
-# servers and clients of the end-to-end suite, a C compiler for -race, and
-# headless Chromium with a font, which loads the --html report in its tests.
-DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl \
+# servers and clients of the end-to-end suite, netcat (the Kubernetes capture
+# agent's), a C compiler for -race, promtool (Debian's prometheus package: no
+# service is started) to check the metrics format, and headless Chromium
+# with a font, which loads the --html report in its tests.
+DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl netcat-openbsd \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
-        gcc libc6-dev chromium fonts-dejavu-core
+        gcc libc6-dev prometheus chromium fonts-dejavu-core
 
 .DEFAULT_GOAL := help
 
@@ -37,6 +43,7 @@ test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN
 	$(GO) vet $(PKGS)
 	@[ -n "$(RACE)" ] || echo "test: no C compiler (go env CGO_ENABLED=0): testing without the race detector; install gcc and libc6-dev (make deps, as root)"
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	cd $(DEPLOY) && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 # make bench: the harness (cmd/tcopy-tun-bench, root). BENCH selects workloads
@@ -76,11 +83,15 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s each)
 	done
 
 .PHONY: lint
-lint: ## gofmt, go vet, staticcheck (a tool pinned in go.mod), go.mod/go.sum tidy
+lint: ## gofmt, go vet, staticcheck (a tool pinned in go.mod), go.mod/go.sum tidy; the same in deploy/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
+	@# deploy/ with the same staticcheck (the one go.mod pins, built into bin/).
+	$(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+	cd $(DEPLOY) && $(GO) vet ./... && ../bin/staticcheck ./...
+	@cd $(DEPLOY) && $(GO) mod tidy -diff || { echo "deploy/go.mod/go.sum are not tidy: run 'cd deploy && go mod tidy'"; exit 1; }
 
 # make deps installs the missing DEBS with apt-get (root, Debian/Ubuntu). A
 # policy-rc.d that forbids starting services is in place during the install

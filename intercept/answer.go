@@ -19,10 +19,13 @@ type answer struct {
 	// fields are made by lazy when first needed (fieldList): two answers
 	// whose canon is equal are equal without them, which spares decoding
 	// JSON for the answers that agree.
-	fields    []field
-	lazy      func() []field
-	canon     string // the answer as compared, in one string ("" unknown)
-	text      string
+	fields []field
+	lazy   func() []field
+	canon  string // the answer as compared, in one string ("" unknown)
+	// show makes the readable text when it is first needed (text): most
+	// answers are never shown.
+	show      func() (string, bool)
+	shown     string
 	truncated bool
 	// broken: not an answer of the protocol (fields holds why).
 	broken bool
@@ -37,6 +40,15 @@ const maxAnswerShow = 4 << 10
 // maxFields bounds the fields of one answer: a JSON body with more leaves
 // is compared in its first maxFields, the rest as one hash field.
 const maxFields = 512
+
+// text returns the answer's readable text, making it if not yet made.
+func (a *answer) text() string {
+	if a.show != nil {
+		a.shown, a.truncated = a.show()
+		a.show = nil
+	}
+	return a.shown
+}
 
 // fieldList returns the answer's fields, making them if not yet made.
 func (a *answer) fieldList() []field {
@@ -76,6 +88,11 @@ func httpAnswer(m *httpMsg, a *applied, limit int) *answer {
 	if note != "" {
 		ans.fields = append(ans.fields, field{"body decoding", note})
 	}
+	// A body not decoded is the stream's own bytes: keep a copy, not the
+	// stream's buffer.
+	if len(body) > 0 && len(m.rawBody) > 0 && &body[0] == &m.rawBody[0] {
+		body = bytes.Clone(body)
+	}
 	body = a.blank(body)
 	var canon strings.Builder
 	for _, f := range ans.fields {
@@ -84,13 +101,16 @@ func httpAnswer(m *httpMsg, a *applied, limit int) *answer {
 	canon.WriteString("\n")
 	canon.Write(body)
 	ans.canon = canon.String()
-	var text bytes.Buffer
-	text.WriteString(m.proto + " " + strconv.Itoa(m.status) + "\n")
-	for _, h := range m.headers {
-		text.WriteString(h.name + ": " + h.value + "\n")
+	proto, status, headers := m.proto, m.status, m.headers
+	ans.show = func() (string, bool) {
+		var text bytes.Buffer
+		text.WriteString(proto + " " + strconv.Itoa(status) + "\n")
+		for _, h := range headers {
+			text.WriteString(h.name + ": " + h.value + "\n")
+		}
+		text.WriteString("\n")
+		return showText(text.Bytes(), body)
 	}
-	text.WriteString("\n")
-	ans.text, ans.truncated = showText(text.Bytes(), body)
 	head := ans.fields
 	isJSON := isJSONType(m.get("content-type")) || looksJSON(body)
 	ans.fields, ans.lazy = nil, func() []field {
@@ -122,7 +142,12 @@ func respAnswer(v respValue, raw []byte, a *applied) *answer {
 		blankRESP(&v, a)
 	}
 	ans.fields = a.filter(respFields(v, "reply", nil))
-	ans.text, ans.truncated = showText(nil, raw)
+	n := len(raw)
+	kept := bytes.Clone(raw[:min(n, maxAnswerShow)])
+	ans.show = func() (string, bool) {
+		s, _ := showText(nil, kept)
+		return s, n > maxAnswerShow
+	}
 	return ans
 }
 
@@ -139,8 +164,9 @@ func blankRESP(v *respValue, a *applied) {
 func bytesAnswer(b []byte, a *applied) *answer {
 	ans := &answer{first: -1, last: -1}
 	b = a.blank(b)
-	ans.fields = a.filter([]field{{"bytes", string(b)}})
-	ans.text, ans.truncated = showText(nil, b)
+	kept := string(b)
+	ans.fields = a.filter([]field{{"bytes", kept}})
+	ans.show = func() (string, bool) { return showText(nil, []byte(kept)) }
 	return ans
 }
 
@@ -166,7 +192,7 @@ func (a *applied) filter(fs []field) []field {
 // showText is the readable form of an answer: head (already text) and
 // body escaped, cut at maxAnswerShow.
 func showText(head, body []byte) (string, bool) {
-	s := string(head) + escape(body, max(maxAnswerShow-len(head), 0))
+	s := string(head) + escapeLines(body, max(maxAnswerShow-len(head), 0))
 	return s, len(head)+len(body) > maxAnswerShow
 }
 
@@ -207,7 +233,7 @@ func diffAnswers(ref, got *answer) []FieldDiff {
 // around the first difference.
 func fieldDiff(key, ref, got string) FieldDiff {
 	d := FieldDiff{Field: key, Offset: -1}
-	if len(ref) <= maxFieldShow && len(got) <= maxFieldShow && !strings.HasPrefix(key, "body") && key != "bytes" {
+	if len(ref) <= maxFieldShow && len(got) <= maxFieldShow && key != "body" && key != "bytes" {
 		d.Reference, d.Replayed = escape([]byte(ref), maxFieldShow), escape([]byte(got), maxFieldShow)
 		return d
 	}

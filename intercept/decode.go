@@ -726,7 +726,14 @@ const maxFieldShow = 256
 // (valid UTF-8) as is, backslash, quote-free; \r \n \t and other bytes
 // escaped as \xNN; cut with "…" when longer. No byte is lost or replaced
 // by U+FFFD: the escaped form names every byte shown.
-func escape(b []byte, limit int) string {
+func escape(b []byte, limit int) string { return escapeMode(b, limit, false) }
+
+// escapeLines is escape for a text shown on several lines (an answer, a
+// request): newlines and tabs stay as they are (\r is still named, so
+// CRLF shows as \r at each line's end).
+func escapeLines(b []byte, limit int) string { return escapeMode(b, limit, true) }
+
+func escapeMode(b []byte, limit int, lines bool) string {
 	var sb strings.Builder
 	cut := false
 	if len(b) > limit {
@@ -737,10 +744,14 @@ func escape(b []byte, limit int) string {
 		switch {
 		case r == '\\':
 			sb.WriteString(`\\`)
+		case r == '\n' && lines:
+			sb.WriteByte('\n')
 		case r == '\n':
 			sb.WriteString(`\n`)
 		case r == '\r':
 			sb.WriteString(`\r`)
+		case r == '\t' && lines:
+			sb.WriteByte('\t')
 		case r == '\t':
 			sb.WriteString(`\t`)
 		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:

@@ -315,3 +315,30 @@ func FuzzJSONFields(f *testing.F) {
 		}
 	})
 }
+
+// TestFieldDiff: short values are shown whole (offset -1); bodies and
+// bytes from near their first difference, cut with "…".
+func TestFieldDiff(t *testing.T) {
+	long := strings.Repeat("a", 300)
+	for _, tc := range []struct {
+		key, ref, got string
+		want          FieldDiff
+	}{
+		{"status", "200", "500", FieldDiff{Field: "status", Offset: -1, Reference: "200", Replayed: "500"}},
+		{"body $.a", `"x"`, `"y"`, FieldDiff{Field: "body $.a", Offset: -1, Reference: `"x"`, Replayed: `"y"`}},
+		{"bytes", "\x00\x01\x02", "\x00\x01\x03", FieldDiff{Field: "bytes", Offset: 2, Reference: `\x00\x01\x02`, Replayed: `\x00\x01\x03`}},
+		{"body", long + "X" + long, long + "Y" + long, FieldDiff{Field: "body", Offset: 300,
+			Reference: "…" + strings.Repeat("a", 16) + "X" + strings.Repeat("a", 47) + "…",
+			Replayed:  "…" + strings.Repeat("a", 16) + "Y" + strings.Repeat("a", 47) + "…"}},
+	} {
+		if got := fieldDiff(tc.key, tc.ref, tc.got); got != tc.want {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.key, got, tc.want)
+		}
+	}
+}
+
+func TestEscapeLines(t *testing.T) {
+	if got := escapeLines([]byte("GET / HTTP/1.1\r\nHost: x\r\n\t\x00"), 100); got != "GET / HTTP/1.1\\r\nHost: x\\r\n\t\\x00" {
+		t.Errorf("escapeLines: %q", got)
+	}
+}

@@ -32,6 +32,17 @@
 //     RecordLimit (the captured one by reference, the target's only from
 //     where it departs from the captured one); only at Done, and only when
 //     the answers differ, are they made contiguous and normalised.
+//   - PcapWriter writes the replayed traffic as pcapng (--write-pcap): it
+//     is the netstack's Tap (a method of the same shape; intercept does
+//     not import netstack), copies each packet into a bounded queue (64
+//     MiB by default) that one writer goroutine drains into the file, and
+//     drops and counts what does not fit, so the data path never waits
+//     for the disk (PcapOptions.SnapLen keeps only each packet's first
+//     bytes, for bulk traffic). Observe wraps the Recorder so that each connection's
+//     SYN carries a comment naming its session (start_id, pass, copy, as
+//     the report's rows do). Close writes what is queued, the drop count
+//     (an interface statistics block) and flushes; the caller closes the
+//     stack that feeds it first.
 //   - The per-request comparison (requests.go, verdict.go): through
 //     replay.TimedObserver each copy also sees its requests as written
 //     and the time of every piece. A tracker cuts the streams into

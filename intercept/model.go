@@ -40,7 +40,9 @@ type RequestTotals struct {
 	// baseline answers of the same request (learned per route).
 	Noise int64 `json:"noise"`
 	// Regressions: the answer differs from the reference in a field that
-	// is not noise.
+	// is not noise. Against the capture (no baseline) nothing is learned
+	// as noise: these are the answers that differ from the capture after
+	// the rules.
 	Regressions int64 `json:"regressions"`
 	// NotCompared counts requests without a verdict: one side sent no
 	// answer for it, it came after a hole or past --response-limit, or
@@ -141,8 +143,10 @@ type FieldDiff struct {
 }
 
 // Answer is one side's answer to a request, for display: its text
-// (decoded: chunked framing removed, gzip/deflate inflated; escaped where
-// not printable), cut at a bounded length, and its timing.
+// (decoded: chunked framing removed, gzip/deflate inflated; HTTP headers
+// one per line; the rest escaped where not printable — \xNN, and \r
+// named — with its newlines and tabs kept), cut at a bounded length, and
+// its timing.
 type Answer struct {
 	Text      string `json:"text"`
 	Truncated bool   `json:"truncated,omitempty"`

@@ -124,7 +124,7 @@ func TestPerRequestBaseline(t *testing.T) {
 		t.Fatal("no regression kept")
 	}
 	g := rep.Regressions[0]
-	if len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" || g.Differences[0].Reference != "3" || g.Differences[0].Replayed != "4" || g.Captured == nil {
+	if len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" || g.Differences[0].Reference != "3" || g.Differences[0].Replayed != "4" || g.Differences[0].Offset != -1 || g.Captured == nil {
 		t.Errorf("regression %+v", g)
 	}
 }
@@ -298,5 +298,64 @@ func TestPerRequestTwinMissing(t *testing.T) {
 	r.reqs.mu.Unlock()
 	if q := r.Report(nil).Requests; q.Requests != 2 || q.NotCompared != 2 || held != 0 {
 		t.Errorf("requests %+v, %d joins held; want 2 not compared, none held", q, held)
+	}
+}
+
+// BenchmarkPerRequestHTTPSame: the same, with answers whose bodies agree
+// (only the volatile Date header differs): no JSON is decoded.
+func BenchmarkPerRequestHTTPSame(b *testing.B) {
+	const n = 50
+	reqs, capd, got := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		reqs[i] = "GET /api/items/" + itoa(i) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		body := `{"id":` + itoa(i) + `,"name":"item","tags":["a","b","c"],"price":12.5}`
+		capd[i] = jsonResp(body)
+		got[i] = strings.Replace(jsonResp(body), "Date: x", "Date: y", 1)
+	}
+	r := New(Options{MaxRows: -1})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		playTimed(r, uint64(i), false, reqs, capd, got, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/request")
+}
+
+// TestPerRequestHoldsNothingPaired: in a long keep-alive session, once an
+// answer has arrived on both sides nothing of it is held (memory follows
+// what is unpaired, not the session's length); with a baseline, a copy
+// holds its requests only until its twin's arrive.
+func TestPerRequestHoldsNothingPaired(t *testing.T) {
+	r := New(Options{Baseline: true, MaxRows: -1})
+	h := &session.Head{ID: 0, Server: netip.MustParseAddrPort("10.0.0.1:80")}
+	cand := r.Begin(&replay.SessionInfo{Head: h}).(*sessionObs)
+	base := r.Begin(&replay.SessionInfo{Head: h, Baseline: true}).(*sessionObs)
+	now := time.Unix(0, 0)
+	var cliOff, capOff int64
+	for i := range 2000 {
+		q := "GET /api/items/" + itoa(i) + " HTTP/1.1\r\n\r\n"
+		a := jsonResp(`{"id":` + itoa(i) + `}`)
+		for _, o := range []*sessionObs{cand, base} {
+			o.CapturedAt(capOff, []byte(a), time.Duration(i)*time.Millisecond)
+			o.Sent(session.Chunk{Offset: time.Duration(i) * time.Millisecond, Data: []byte(q), StreamOffset: cliOff, ServerBytesBefore: capOff}, now)
+			o.ReceivedAt([]byte(a), now)
+		}
+		cliOff += int64(len(q))
+		capOff += int64(len(a))
+		for _, o := range []*sessionObs{cand, base} {
+			if tr := o.trk; len(tr.queue) != 0 || tr.capS.n != 0 || tr.repS.n != 0 || tr.cli.n != 0 || len(tr.capS.marks) != 0 {
+				t.Fatalf("request %d: the tracker holds %d requests, %d+%d+%d bytes", i, len(tr.queue), tr.capS.n, tr.repS.n, tr.cli.n)
+			}
+		}
+		r.reqs.mu.Lock()
+		j := r.reqs.joins[joinKey{id: 0}]
+		held := len(j.cand) + len(j.base)
+		r.reqs.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("request %d: %d requests held for their twins", i, held)
+		}
+	}
+	if q := r.Report(nil).Requests; q.Requests != 2000 || q.Same != 2000 {
+		t.Errorf("requests %+v", q)
 	}
 }

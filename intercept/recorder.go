@@ -165,8 +165,8 @@ func (o *sessionObs) Done(res *replay.Result) {
 	rw.outcome, rw.dialed, rw.endRep, rw.local = res.Outcome, res.Dialed, res.End, res.Local
 	rw.sent, rw.recv, rw.chunksSent = res.BytesSent, res.BytesReceived, int32(res.ChunksSent)
 	rw.chunks = int32(res.Chunks)
-	rw.dev = [4]int32{int32(res.Deviations.TurnTimeouts), int32(res.Deviations.QuietTurns),
-		int32(res.Deviations.EarlyClose), int32(res.Deviations.CloseTimeouts)}
+	rw.dev = [5]int32{int32(res.Deviations.TurnTimeouts), int32(res.Deviations.QuietTurns),
+		int32(res.Deviations.EarlyClose), int32(res.Deviations.CloseTimeouts), int32(res.Deviations.LostTurns)}
 	if !res.Start.IsZero() {
 		rw.durationNS = res.Finish.Sub(res.Start).Nanoseconds()
 	}
@@ -316,7 +316,7 @@ type row struct {
 	sent, recv                        int64
 	capClientBytes, capServerBytes    int64
 	chunks, chunksSent                int32
-	dev                               [4]int32 // turn timeouts, quiet, early close, close timeouts
+	dev                               [5]int32 // turn timeouts, quiet, early close, close timeouts, lost turns
 	firstDiff                         int64
 	baseline                          bool
 	err                               string

@@ -44,6 +44,9 @@ type OutcomeCounts struct {
 	Deviation int64 `json:"deviation"`
 	Canceled  int64 `json:"canceled"`
 	Other     int64 `json:"other"`
+	// Incomplete: the capture lacked what the session needed (lost
+	// packets); not a failure of the target.
+	Incomplete int64 `json:"capture_incomplete"`
 }
 
 // MatchCounts count sessions by Match.
@@ -87,6 +90,8 @@ func (t *Totals) count(rw *row) {
 		o.Deviation++
 	case replay.Canceled:
 		o.Canceled++
+	case replay.Incomplete:
+		o.Incomplete++
 	default:
 		o.Other++
 	}
@@ -136,8 +141,14 @@ func (rep *Report) WriteRequestsText(w io.Writer) error {
 	if q.Requests == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "requests: %d compared with the %s: %d same, %d differ only in noise, %d regressed, %d not comparable\n",
-		q.Requests, q.Against, q.Same, q.Noise, q.Regressions, q.NotCompared)
+	// Against the capture a difference is not yet a regression: nothing
+	// told noise apart (the JSON field keeps its name).
+	regressed := "regressed"
+	if q.Against == AgainstCaptured {
+		regressed = "differ"
+	}
+	fmt.Fprintf(w, "requests: %d compared with the %s: %d same, %d differ only in noise, %d %s, %d not comparable\n",
+		q.Requests, q.Against, q.Same, q.Noise, q.Regressions, regressed, q.NotCompared)
 	lat := func(name string, l LatencyStats) string {
 		if l.Count == 0 {
 			return ""
@@ -149,10 +160,12 @@ func (rep *Report) WriteRequestsText(w io.Writer) error {
 		lat("target", rt.Replayed), lat("baseline", rt.Baseline), lat("captured", rt.Captured),
 		rt.Ratio.Against, rt.Ratio.P50, rt.Ratio.P99)
 	for _, r := range rep.Routes {
-		if r.Regressions == 0 && (r.ResponseTime.Ratio.P50 < 1.5 || r.Requests < 1) {
+		// The routes worth a look: those that regressed, and those whose
+		// p50 moved by half or more either way.
+		if p := r.ResponseTime.Ratio.P50; r.Regressions == 0 && (p == 0 || p < 1.5 && p > 1/1.5) {
 			continue
 		}
-		fmt.Fprintf(w, "  route %s: %d requests, %d regressed; target p50 %s, %s p50 %s\n", r.Route, r.Requests, r.Regressions,
+		fmt.Fprintf(w, "  route %s: %d requests, %d %s; target p50 %s, %s p50 %s\n", r.Route, r.Requests, r.Regressions, regressed,
 			usDur(r.ResponseTime.Replayed.P50US), r.ResponseTime.Ratio.Against, usDur(refLat(r.ResponseTime).P50US))
 	}
 	return nil
@@ -238,6 +251,7 @@ type DeviationsRow struct {
 	QuietTurns    int `json:"quiet_turns"`
 	EarlyClose    int `json:"early_close"`
 	CloseTimeouts int `json:"close_timeouts"`
+	LostTurns     int `json:"lost_turns"`
 }
 
 func (rw *row) export() Row {
@@ -254,7 +268,7 @@ func (rw *row) export() Row {
 		CapturedClientBytes: rw.capClientBytes, CapturedServerBytes: rw.capServerBytes,
 		Match: rw.match.String(), FirstDiff: rw.firstDiff,
 		DiffCaptured: rw.diffCaptured, DiffReplayed: rw.diffReplayed,
-		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3])},
+		Deviations: DeviationsRow{int(rw.dev[0]), int(rw.dev[1]), int(rw.dev[2]), int(rw.dev[3]), int(rw.dev[4])},
 		Baseline:   rw.baseline,
 	}
 	if rw.diffCaptured != "" {
@@ -281,6 +295,10 @@ type Report struct {
 	Version int
 	Summary *replay.Summary
 	Totals  Totals
+	// Extras are further top-level members the command adds (the capture
+	// agents, say), written after the summary in this order; their names
+	// must not be "version", "summary", "totals" or "sessions".
+	Extras []Extra
 	// Requests and ResponseTime are the per-request comparison over the
 	// run (JSON: summary.requests, summary.response_time); Routes the same
 	// per route, in route order; Regressions the regressed requests kept
@@ -290,6 +308,13 @@ type Report struct {
 	Routes       []RouteReport
 	Regressions  []Regression
 	rows         []row
+}
+
+// Extra is one more top-level member of the JSON report: Name and the
+// JSON encoding of Value.
+type Extra struct {
+	Name  string
+	Value any
 }
 
 // Report snapshots what the Recorder holds, with the replay's summary (nil
@@ -373,6 +398,13 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 		bw.Write(b)
 		bw.WriteString(",\n")
 	}
+	for _, x := range rep.Extras {
+		name, _ := json.Marshal(x.Name)
+		if err := put("  "+string(name)+": ", x.Value); err != nil {
+			return fmt.Errorf("write report: %s: %w", x.Name, err)
+		}
+		bw.WriteString(",\n")
+	}
 	if err := put("  \"totals\": ", rep.Totals); err != nil {
 		return fmt.Errorf("write report: totals: %w", err)
 	}
@@ -407,4 +439,15 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// Totals returns the totals so far: every session whose Done has returned.
+// Unlike Report it copies no rows, so it is cheap enough for every scrape
+// of a metrics endpoint; it may be called at any time.
+func (r *Recorder) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.totals
+	t.RowsDropped = r.dropped
+	return t
 }

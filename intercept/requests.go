@@ -1,6 +1,7 @@
 package intercept
 
 import (
+	"bytes"
 	"hash/maphash"
 	"net/netip"
 	"strconv"
@@ -15,7 +16,8 @@ import (
 // cut into requests and answers as they arrive and handed on one request
 // at a time (reqRec). Only what is not yet paired is kept: each stream's
 // undecoded rest, at most the Recorder's RecordLimit bytes per stream (a
-// stream that outgrows it is not compared from there on).
+// stream that outgrows it is not compared from there on), and at most
+// maxQueue requests awaiting their answers (maxRequestShow bytes of each).
 //
 // HTTP/1.x and RESP are decoded message by message: the n-th answer
 // answers the n-th request (HTTP 1xx interim answers are skipped). Other
@@ -26,13 +28,13 @@ import (
 
 // reqRec is one request of one replayed copy, decoded and compared-ready.
 type reqRec struct {
-	idx     int
-	route   string
-	proto   string
-	reqText string
-	reqKey  uint64  // hash of the request's bytes: the same request replayed again has the same key
-	rep     *answer // the copy's target's answer (nil: none)
-	cap     *answer // the captured answer (nil: none)
+	idx    int
+	route  string
+	proto  string
+	reqRaw []byte  // the request's first bytes (maxAnswerShow and one), for display
+	reqKey uint64  // hash of the request's bytes: the same request replayed again has the same key
+	rep    *answer // the copy's target's answer (nil: none)
+	cap    *answer // the captured answer (nil: none)
 	// lost: the answers could not be decoded whole (a hole, a stream over
 	// the limit, a session cut short): no verdict.
 	lost bool
@@ -61,6 +63,13 @@ type stream struct {
 	// broken: lost because the bytes do not decode as the protocol (an
 	// answer of its own, not a lack of data).
 	broken bool
+	// What ready learned, so that the same bytes are not parsed again:
+	// the HTTP answer it decoded at base (peek, its length peekN), and
+	// the end of the bytes it found incomplete (-1 none).
+	peek       *httpMsg
+	peekN      int
+	peekBase   int64
+	incomplete int64
 }
 
 func (s *stream) end() int64 { return s.base + int64(s.n) }
@@ -148,9 +157,10 @@ func (s *stream) drop() { s.lost, s.segs, s.n, s.marks = true, nil, 0, nil }
 // pendReq is a request decoded from the client stream, awaiting its
 // answers.
 type pendReq struct {
-	route, text, method string
-	key                 uint64
-	capAt, repAt        int64 // when its last byte was captured / written (ns)
+	route, method string
+	raw           []byte // the request's first bytes, for display
+	key           uint64
+	capAt, repAt  int64 // when its last byte was captured / written (ns)
 	// turn mode: where its answer starts and ends in each stream (end -1:
 	// not known yet).
 	capFrom, capTo, repFrom, repTo int64
@@ -230,6 +240,9 @@ func (t *tracker) guess(c session.Chunk) {
 // starts a new turn.
 func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 	ns := at.UnixNano()
+	if len(t.queue) >= maxQueue {
+		return // answers are not coming (see maxQueue): no more turns
+	}
 	if len(t.queue) == 0 || c.ServerBytesBefore > t.lastSB {
 		if n := len(t.queue); n > 0 {
 			q := &t.queue[n-1]
@@ -238,7 +251,7 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 		t.turns++
 		t.queue = append(t.queue, pendReq{
 			route: "turn " + strconv.Itoa(t.turns), key: maphash.Bytes(reqSeed, c.Data),
-			text:    escape(c.Data, maxFieldShow),
+			raw:     bytes.Clone(c.Data[:min(len(c.Data), maxRequestShow+1)]),
 			capFrom: c.ServerBytesBefore, capTo: -1, repFrom: t.repS.end(), repTo: -1,
 		})
 		if t.turns == 1 && c.ServerBytesBefore > 0 {
@@ -252,9 +265,22 @@ func (t *tracker) sentTurn(c session.Chunk, at time.Time) {
 	t.advance(false)
 }
 
+// Bounds on what one session's requests may hold while their answers are
+// awaited.
+const (
+	maxRequestShow = 1 << 10 // bytes of a request kept for display
+	// maxQueue bounds the requests awaiting their answers: past it (a
+	// capture without the server's side, say) no more are decoded.
+	maxQueue = 1024
+)
+
 // decodeRequests cuts the client bytes into requests.
 func (t *tracker) decodeRequests() {
 	for !t.cli.lost && t.cli.n > 0 {
+		if len(t.queue) >= maxQueue {
+			t.cli.drop()
+			return
+		}
 		var q pendReq
 		var n int
 		var err error
@@ -284,7 +310,7 @@ func (t *tracker) decodeRequests() {
 			return
 		}
 		raw := t.cli.buf()[:n]
-		q.text = escape(raw, maxAnswerShow)
+		q.raw = bytes.Clone(raw[:min(len(raw), maxRequestShow+1)])
 		q.key = maphash.Bytes(reqSeed, raw)
 		last := t.cli.base + int64(n) - 1
 		q.repAt = t.cli.timeAt(last)
@@ -320,7 +346,7 @@ func (t *tracker) advance(final bool) {
 		if !ok {
 			return
 		}
-		rec.idx, rec.route, rec.proto, rec.reqText, rec.reqKey = t.next, q.route, string(t.proto), q.text, q.key
+		rec.idx, rec.route, rec.proto, rec.reqRaw, rec.reqKey = t.next, q.route, string(t.proto), q.raw, q.key
 		t.next++
 		t.queue = t.queue[1:]
 		t.emit(rec)
@@ -345,7 +371,11 @@ func (t *tracker) side(s *stream, q *pendReq, final, capture bool) (ans *answer,
 		b := s.buf()
 		switch t.proto {
 		case session.HTTP:
-			m, n, err := parseHTTPResponse(b, q.method, final)
+			m, n, err := s.peek, s.peekN, error(nil)
+			if m == nil || s.peekBase != s.base {
+				m, n, err = parseHTTPResponse(b, q.method, final)
+			}
+			s.peek = nil
 			if err == errIncomplete {
 				return nil, final
 			}
@@ -386,7 +416,8 @@ func (t *tracker) broken(s *stream, b []byte, err error, capture bool) *answer {
 	}
 	s.broken = true
 	ans := &answer{first: -1, last: -1, broken: true, fields: []field{{"answer", "not " + string(t.proto) + ": " + err.Error()}}}
-	ans.text, ans.truncated = showText(nil, b)
+	kept := bytes.Clone(b[:min(len(b), maxAnswerShow)])
+	ans.show = func() (string, bool) { return showText(nil, kept) }
 	return ans
 }
 
@@ -420,21 +451,31 @@ func (t *tracker) pairMessage(q *pendReq, final bool) (reqRec, bool) {
 // ready reports whether the stream holds q's complete answer (or bytes
 // that can never be one).
 func (t *tracker) ready(s *stream, q *pendReq) bool {
+	if s.n == 0 || s.end() == s.incomplete {
+		return false // nothing new since it was found incomplete
+	}
 	b := s.buf()
-	for len(b) > 0 {
+	for off := 0; off < len(b); {
 		switch t.proto {
 		case session.HTTP:
-			m, n, err := parseHTTPResponse(b, q.method, false)
+			m, n, err := parseHTTPResponse(b[off:], q.method, false)
 			if err == errIncomplete {
+				s.incomplete = s.end()
 				return false
 			}
 			if err == nil && m.status/100 == 1 && m.status != 101 {
-				b = b[n:]
+				off += n
 				continue
+			}
+			if err == nil && off == 0 {
+				s.peek, s.peekN, s.peekBase = m, n, s.base
 			}
 			return true
 		default:
 			_, _, err := parseRESP(b)
+			if err == errIncomplete {
+				s.incomplete = s.end()
+			}
 			return err != errIncomplete
 		}
 	}

@@ -128,7 +128,11 @@ func (s *reqStats) add(k joinKey, session uint64, isBase bool, rec reqRec) {
 			}
 		}
 	} else {
-		ra.lat[latCaptured].addAnswer(rec.cap, &ra.first[latCaptured])
+		if k.pass == 0 && k.copy == 0 {
+			// The capture's times once, not once per --multiply copy or
+			// --loop pass.
+			ra.lat[latCaptured].addAnswer(rec.cap, &ra.first[latCaptured])
+		}
 		ra.lat[latReplayed].addAnswer(rec.rep, &ra.first[latReplayed])
 	}
 	var pairs [][2]*reqRec
@@ -268,37 +272,23 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 	case c.rep == nil && ref == nil:
 		// Neither answered (the turn had no answer): they agree.
 	case c.rep == nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow), Missing: "replayed"}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text(), maxFieldShow), Missing: "replayed"}}
 	case c.rep.broken && ref != nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text, maxFieldShow),
-			Replayed: cutText(c.rep.fields[0].val+": "+c.rep.text, maxFieldShow)}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Reference: cutText(ref.text(), maxFieldShow),
+			Replayed: cutText(c.rep.fields[0].val+": "+c.rep.text(), maxFieldShow)}}
 	case ref == nil:
-		diffs = []FieldDiff{{Field: "answer", Offset: -1, Replayed: cutText(c.rep.text, maxFieldShow), Missing: "reference"}}
+		diffs = []FieldDiff{{Field: "answer", Offset: -1, Replayed: cutText(c.rep.text(), maxFieldShow), Missing: "reference"}}
 	default:
 		diffs = diffAnswers(ref, c.rep)
 	}
 	var keys []string
 	var sig string
-	var ex *Regression
 	if len(diffs) > 0 {
 		keys = make([]string, len(diffs))
 		for i, d := range diffs {
 			keys[i] = foldIndices(d.Field)
 		}
 		sig = strings.Join(keys, "\x00")
-		against := AgainstCaptured
-		if base != nil {
-			against = AgainstBaseline
-		}
-		ex = &Regression{
-			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
-			RequestText: c.reqText, Against: against, Differences: diffs,
-			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
-		}
-		if base != nil && c.cap != nil {
-			ca := showAnswer(c.cap)
-			ex.Captured = &ca
-		}
 	}
 
 	s.mu.Lock()
@@ -328,7 +318,22 @@ func (s *reqStats) judge(session uint64, k joinKey, c *reqRec, base *reqRec) {
 	}
 	g.count++
 	if len(g.examples) < maxExamples && s.stored < maxStored {
-		g.examples = append(g.examples, *ex)
+		// Made only when kept (few are): the texts cost more than the
+		// comparison.
+		against := AgainstCaptured
+		if base != nil {
+			against = AgainstBaseline
+		}
+		ex := Regression{
+			Route: c.route, Session: session, Pass: k.pass, Copy: k.copy, Request: c.idx,
+			RequestText: escapeLines(c.reqRaw, maxRequestShow), Against: against, Differences: diffs,
+			Replayed: showAnswer(c.rep), Reference: showAnswer(ref),
+		}
+		if base != nil && c.cap != nil {
+			ca := showAnswer(c.cap)
+			ex.Captured = &ca
+		}
+		g.examples = append(g.examples, ex)
 		s.stored++
 	}
 }
@@ -369,7 +374,8 @@ func showAnswer(a *answer) Answer {
 		}
 		return math.Round(float64(ns)/10) / 100
 	}
-	return Answer{Text: a.text, Truncated: a.truncated, FirstByteUS: us(a.first), LastByteUS: us(a.last)}
+	t := a.text()
+	return Answer{Text: t, Truncated: a.truncated, FirstByteUS: us(a.first), LastByteUS: us(a.last)}
 }
 
 // learn adds the fields of a baseline difference to the route's noise.
@@ -590,4 +596,45 @@ func (h *latHist) buckets() []LatencyBucket {
 		out[i] = LatencyBucket{UpperUS: math.Round(float64(up)/10) / 100, Count: h.b[uint16(k)]}
 	}
 	return out
+}
+
+// counts is RequestTotals over the requests judged so far, without the
+// report's other parts and without pairing the requests still waiting for
+// their twin: cheap enough for every scrape of a metrics endpoint.
+func (s *reqStats) counts() RequestTotals {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := RequestTotals{Against: AgainstCaptured}
+	if s.baseline {
+		t.Against = AgainstBaseline
+	}
+	for _, ra := range s.routes {
+		t.Requests += ra.requests
+		t.Same += ra.same
+		t.NotCompared += ra.notComp
+		count := func(g *diffGroup) {
+			if ra.regresses(g.keys) {
+				t.Regressions += g.count
+			} else {
+				t.Noise += g.count
+			}
+		}
+		for _, g := range ra.groups {
+			count(g)
+		}
+		if ra.overflow != nil {
+			count(ra.overflow)
+		}
+	}
+	return t
+}
+
+// Requests returns the per-request totals so far (see reqStats.counts):
+// regressions are judged with the noise learned until now, so a request
+// counted as a regression early may turn out noise in the final report.
+func (r *Recorder) Requests() RequestTotals {
+	if r.reqs == nil {
+		return RequestTotals{Against: AgainstCaptured}
+	}
+	return r.reqs.counts()
 }

@@ -26,6 +26,10 @@
 //     checksum offload (the kernel drops a TUN's packets without checksums;
 //     with vnet headers partial checksums are flagged for the kernel to
 //     complete instead).
+//   - NewTapEndpoint wraps a link endpoint so that a Tap sees every packet
+//     both ways (gVisor's sniffer without its synchronous writes): the seam
+//     of --write-pcap. The tap copies and must not block; an endpoint that
+//     is not wrapped pays nothing.
 //   - nstest: two Stacks joined by an in-memory wire with drop/delay/sniff
 //     hooks, for testing the whole replay engine without privileges.
 //

@@ -139,6 +139,8 @@ type Config struct {
 
 	// Observer receives every replayed session (nil: none).
 	Observer Observer
+	// Metrics receives the timings as they are measured (nil: none).
+	Metrics Metrics
 	// Clock is the time source; default a PreciseClock per Run.
 	Clock Clock
 	// Logf receives warnings (nil: discarded).

@@ -31,6 +31,10 @@
 //   - Clock / Timer: every wait goes through it, so tests use a fake clock;
 //     PreciseClock (timerfd) is the default, SystemClock the runtime's.
 //   - Summary: the counters, lateness percentiles, JSON and text forms.
+//     Bytes, chunks and deviations count as they happen, so a snapshot
+//     shows a session that runs for days while it runs.
+//   - Metrics: the timings as they are measured, for an exporter with
+//     histograms of its own (replay/metrics); nil costs a comparison.
 //
 // # Scheduling
 //

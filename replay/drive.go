@@ -60,6 +60,8 @@ type sessRun struct {
 	readDone   bool        // the read side has ended
 	short      int64       // captured server bytes the target did not send (quiet turns)
 	sentAt     int64       // target bytes received when the last chunk was written
+	sentEnd    int64       // client stream offset after the last chunk written
+	lossy      bool        // a turn followed client bytes the capture lost (LostTurns)
 	closedByUs atomic.Bool // set before Close/Abort: later read errors are ours
 }
 
@@ -91,9 +93,6 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 
 	r := &sr.res
 	r.Finish = p.clock.Now()
-	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
-		r.Outcome = Deviation
-	}
 	p.mu.Lock()
 	f := c.f
 	if r.Tail == nil {
@@ -103,16 +102,22 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	if f.overflow {
 		r.Dropped = f.dropped
 	}
+	holes := f.holes
 	p.mu.Unlock()
+	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
+		r.Outcome = Deviation
+		if sr.lossy || holes {
+			// The capture lost bytes of this session: what the target
+			// did differently may well be what it was never sent.
+			r.Outcome = Incomplete
+		}
+	}
+	if r.Err == nil && r.Outcome == OK && sr.lossy {
+		r.Outcome = Incomplete
+	}
+	// Bytes, chunks and deviations were counted as they happened (a
+	// session may run for days); the outcome is known now.
 	st.outcomes[r.Outcome].Add(1)
-	st.bytesSent.Add(r.BytesSent)
-	st.bytesReceived.Add(r.BytesReceived)
-	st.chunksSent.Add(int64(r.ChunksSent))
-	d := &r.Deviations
-	st.turnTimeouts.Add(int64(d.TurnTimeouts))
-	st.quietTurns.Add(int64(d.QuietTurns))
-	st.earlyClose.Add(int64(d.EarlyClose))
-	st.closeTimeouts.Add(int64(d.CloseTimeouts))
 	if sr.obs != nil {
 		sr.pumpCaptured()
 		sr.obs.Done(r)
@@ -123,6 +128,9 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 	cfg, clock, info := sr.cfg, sr.clock, sr.info
 	now := clock.Now()
 	sr.p.r.stats.startLate.record(now.Sub(ready))
+	if m := cfg.Metrics; m != nil {
+		m.SessionStarted(now.Sub(ready))
+	}
 	sr.start, sr.res.Start = now, now
 
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -220,26 +228,55 @@ func (sr *sessRun) pumpCaptured() {
 // nextChunk waits for the session's next chunk from the capture, reading
 // the target meanwhile. ok is false once the capture has no more for it;
 // waited reports whether it had to wait for the capture.
+//
+// While it waits, a target that answered the last chunk and has then been
+// quiet for QuietTimeout settles the copy (see copyRun.settled): sessions
+// of the same client host waiting for its progress go on.
 func (sr *sessRun) nextChunk() (ch session.Chunk, ok, waited bool, err error) {
+	var since time.Time // when the wait began
 	for {
 		sr.pumpCaptured()
 		var st feedState
 		ch, ok, st = sr.c.take()
 		sr.setTail(st.tail)
 		if ok {
+			if sr.c.settled.Load() {
+				sr.c.settled.Store(false) // a new turn: peers wait for it again
+			}
 			return ch, true, waited, nil
 		}
 		if !st.more {
 			sr.cut = st.cut
 			return ch, false, waited, nil
 		}
-		waited = true
+		if !waited {
+			waited, since = true, sr.clock.Now()
+		}
+		// Only a target that answered the last chunk settles: one still
+		// working on it (a slow schema change) must hold the peers.
+		var quiet <-chan time.Time
+		if !sr.c.settled.Load() && sr.timer != nil && sr.rx.n > sr.sentAt {
+			d := later(since, sr.rx.last).Add(sr.cfg.QuietTimeout).Sub(sr.clock.Now())
+			if d <= 0 {
+				sr.c.settle()
+				continue
+			}
+			sr.timer.Reset(d)
+			quiet = sr.timer.C()
+		}
 		select {
 		case <-st.wait:
 		case <-sr.ready:
 			sr.drain()
+		case <-quiet:
 		case <-sr.ctx.Done():
+			if quiet != nil {
+				sr.timer.Stop()
+			}
 			return ch, false, waited, context.Cause(sr.ctx)
+		}
+		if quiet != nil {
+			sr.timer.Stop()
 		}
 	}
 }
@@ -323,6 +360,7 @@ func (sr *sessRun) received(p []byte) {
 	}
 	rx := &sr.rx
 	rx.n += int64(len(p))
+	sr.p.r.stats.bytesReceived.Add(int64(len(p)))
 	rx.last = now
 	if !rx.met && rx.n >= rx.need {
 		rx.met, rx.metAt = true, now
@@ -331,6 +369,14 @@ func (sr *sessRun) received(p []byte) {
 		rx.answered = true
 	}
 	sr.c.advance(int64(len(p)))
+}
+
+// deviate counts one deviation of the session in its result and, at once,
+// in the run's totals: a session that runs for days shows its deviations
+// in Summary (and the metrics) while it runs.
+func (sr *sessRun) deviate(n *int, total *atomic.Int64) {
+	*n++
+	total.Add(1)
 }
 
 // readEnded records the end of the read side: EOF (nil) or an error.
@@ -384,7 +430,8 @@ func (sr *sessRun) play() error {
 			turnStart = later(turnStart, sr.clock.Now())
 		}
 		need := max(c.ServerBytesBefore-sr.short, prev)
-		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev)
+		lost := c.StreamOffset > sr.sentEnd // client bytes before it were never captured
+		ready, err := sr.waitTurn(sr.start.Add(cfg.scale(c.Offset)), turnStart, need, prev, lost)
 		if err == errTargetClosed {
 			sr.targetClosedEnd()
 			return nil
@@ -393,17 +440,35 @@ func (sr *sessRun) play() error {
 			return err
 		}
 		now := sr.clock.Now()
-		st.chunkLate.record(now.Sub(ready))
+		late, lag := now.Sub(ready), time.Duration(-1)
+		st.chunkLate.record(late)
 		if cfg.Live {
-			st.liveLag.record(now.Sub(sr.head.Start.Add(c.Offset)))
+			lag = now.Sub(sr.head.Start.Add(c.Offset))
+			st.liveLag.record(lag)
+		}
+		if m := cfg.Metrics; m != nil {
+			m.ChunkWritten(late, lag)
+		}
+		if sr.rx.closed {
+			// The target closed (its FIN came with the answer this chunk
+			// waited for) while the capture has more to send: an early
+			// close, not the reset that writing into it would cause.
+			if err := sr.closedWhileWaiting(sr.rx.err); err != errTargetClosed {
+				return err
+			}
+			sr.targetClosedEnd()
+			return nil
 		}
 		sr.sentAt = sr.rx.n
 		n, err := sr.write(c.Data)
 		sr.res.BytesSent += int64(n)
+		st.bytesSent.Add(int64(n))
 		if err != nil {
 			return sr.writeError(i, err)
 		}
 		sr.res.ChunksSent++
+		sr.sentEnd = c.StreamOffset + int64(len(c.Data))
+		st.chunksSent.Add(1)
 		prev = need
 		turnStart = sr.clock.Now()
 		if sr.tobs != nil {
@@ -426,7 +491,7 @@ func (sr *sessRun) capturedEnd() session.End {
 // reset too is the target closing early, not a failure of its own.
 func (sr *sessRun) writeError(i int, err error) error {
 	if sr.capturedEnd() == session.EndServerRST && classify(err) == Reset {
-		sr.res.Deviations.EarlyClose++
+		sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 		sr.res.End = session.EndServerRST
 		return nil
 	}
@@ -438,7 +503,13 @@ func (sr *sessRun) writeError(i int, err error) error {
 // answered part of the turn (more than prev), has been quiet for
 // QuietTimeout, or has answered nothing for TurnTimeout. It returns when the
 // chunk became due, for the lateness measure.
-func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Time, error) {
+//
+// lost says that client bytes before this turn were never captured: the
+// need may count answers to them, which the target was never asked for.
+// Such a turn gives up after QuietTimeout whether or not the target
+// answered part of it (a LostTurn), so that a session hurt by capture loss
+// does not hold its peers and successors for a TurnTimeout.
+func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64, lost bool) (time.Time, error) {
 	cfg, rx := sr.cfg, &sr.rx
 	sr.drainReady()
 	// A target whose earlier answers were shorter than captured is behind
@@ -470,19 +541,29 @@ func (sr *sessRun) waitTurn(at, turnStart time.Time, need, prev int64) (time.Tim
 		}
 		quiet := rx.answered
 		deadline := timeReady.Add(cfg.TurnTimeout)
-		if quiet {
+		switch {
+		case lost && quiet:
+			deadline = later(timeReady, rx.last).Add(cfg.QuietTimeout)
+		case lost:
+			deadline = timeReady.Add(cfg.QuietTimeout)
+		case quiet:
 			deadline = rx.last.Add(cfg.QuietTimeout)
 		}
 		now := sr.clock.Now()
 		if !now.Before(deadline) {
-			if quiet {
-				sr.res.Deviations.QuietTurns++
+			if quiet || lost {
+				if lost {
+					sr.deviate(&sr.res.Deviations.LostTurns, &sr.p.r.stats.lostTurns)
+					sr.lossy = true
+				} else {
+					sr.deviate(&sr.res.Deviations.QuietTurns, &sr.p.r.stats.quietTurns)
+				}
 				if rx.n < need {
 					sr.short += need - rx.n
 					sr.c.advance(need - rx.n) // peers waiting for this turn go on too
 				}
 			} else {
-				sr.res.Deviations.TurnTimeouts++
+				sr.deviate(&sr.res.Deviations.TurnTimeouts, &sr.p.r.stats.turnTimeouts)
 			}
 			return later(timeReady, deadline), nil
 		}
@@ -525,7 +606,7 @@ func (sr *sessRun) closedWhileWaiting(err error) error {
 	if err != nil && sr.capturedEnd() != session.EndServerRST {
 		return fmt.Errorf("read: %w", err)
 	}
-	sr.res.Deviations.EarlyClose++
+	sr.deviate(&sr.res.Deviations.EarlyClose, &sr.p.r.stats.earlyClose)
 	return errTargetClosed
 }
 
@@ -545,14 +626,32 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 	cfg := sr.cfg
 	end := sr.capturedEnd()
 	need, at := prev, turnStart
+	lost := false // client bytes after the last chunk were never captured
 	if t := sr.tail; t != nil && !sr.cut {
 		// A client that closed first waits only for what it had received
 		// when it closed; what the server sent after the client's FIN is
 		// drained after ours.
 		need = max(t.ServerBytes-t.ServerBytesAfterClose-sr.short, prev)
 		at = sr.start.Add(cfg.scale(t.Duration))
+		lost = t.ClientBytes > sr.sentEnd
 	}
-	_, err := sr.waitTurn(at, turnStart, need, prev)
+	if lost && sr.res.BytesSent == 0 {
+		// The capture lost every client byte: the target was sent nothing
+		// and has nothing to answer, and the session changed nothing that
+		// later sessions could wait for. Close now (at its time).
+		sr.deviate(&sr.res.Deviations.LostTurns, &sr.p.r.stats.lostTurns)
+		sr.lossy = true
+		if cfg.paced() {
+			if d := at.Sub(sr.clock.Now()); d > 0 {
+				if err := sr.sleep(d); err != nil {
+					return err
+				}
+			}
+		}
+		sr.res.End = session.EndClientFIN
+		return nil
+	}
+	_, err := sr.waitTurn(at, turnStart, need, prev, lost)
 	if err == errTargetClosed {
 		sr.targetClosedEnd()
 		return nil
@@ -572,6 +671,12 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 
 	switch end {
 	case session.EndServerFIN, session.EndServerRST:
+		if sr.lossy && sr.rx.n == 0 {
+			// Nothing the target was sent asked it to answer or close
+			// (the capture lost the client's bytes): close ourselves.
+			sr.res.End = session.EndClientFIN
+			break
+		}
 		if sr.waitClosed() {
 			if sr.rx.err != nil && end != session.EndServerRST {
 				return fmt.Errorf("read: %w", sr.rx.err)
@@ -584,7 +689,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 		}
 		// The target kept the connection open (a longer idle timeout than
 		// the captured server's, say): close it ourselves.
-		sr.res.Deviations.CloseTimeouts++
+		sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 		sr.res.End = session.EndClientFIN
 	case session.EndClientRST:
 		sr.res.End = session.EndClientRST
@@ -602,7 +707,7 @@ func (sr *sessRun) finish(prev int64, turnStart time.Time) error {
 			if err := context.Cause(sr.ctx); err != nil {
 				return err
 			}
-			sr.res.Deviations.CloseTimeouts++
+			sr.deviate(&sr.res.Deviations.CloseTimeouts, &sr.p.r.stats.closeTimeouts)
 			break
 		}
 		if sr.rx.err != nil {

@@ -59,6 +59,7 @@ type feed struct {
 	shed     bool // past the budget: copies that were not running never start
 	overflow bool // live: bytes were dropped; the session ends where they begin
 	dropped  int64
+	holes    bool // the capture lost bytes of the session (so far)
 
 	copies []*copyRun
 	open   int // copies not done
@@ -89,6 +90,12 @@ type copyRun struct {
 	// host wait for (Head.Peers). Written by the owner, read by waiters.
 	capSeen  uint64 // feed.capEvents when the owner last looked (owner only)
 	progress atomic.Int64
+	// settled: the copy waits for the capture and the target has been
+	// quiet for QuietTimeout: it has received all it will for what it was
+	// sent, so peers stop waiting for its progress (its captured count
+	// may hold bytes the target will never send: lost packets, a FIN the
+	// capture counted as a byte). Cleared when its next chunk arrives.
+	settled  atomic.Bool
 	done     chan struct{} // closed when the copy is done
 	wmu      sync.Mutex
 	watchers []progressWatch
@@ -121,12 +128,27 @@ func (c *copyRun) advance(n int64) {
 	c.wmu.Unlock()
 }
 
-// watch returns a channel closed once progress reaches need.
+// settle marks the copy settled (see copyRun.settled) and releases every
+// waiter.
+func (c *copyRun) settle() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.settled.Store(true)
+	for _, w := range c.watchers {
+		close(w.ch)
+	}
+	clear(c.watchers)
+	c.watchers = c.watchers[:0]
+	c.watched.Store(false)
+}
+
+// watch returns a channel closed once progress reaches need, or the copy
+// settles.
 func (c *copyRun) watch(need int64) <-chan struct{} {
 	ch := make(chan struct{})
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.progress.Load() >= need {
+	if c.progress.Load() >= need || c.settled.Load() {
 		close(ch)
 		return ch
 	}
@@ -255,8 +277,13 @@ func (f *feed) ServerAt(off int64, data []byte, at time.Duration) {
 
 // Hole: the replay sends the bytes around a hole as captured (the chunks'
 // stream offsets show it); the observer sees it as a jump in Captured's
-// offsets.
-func (f *feed) Hole(session.Hole) {}
+// offsets. It is noted for the outcome: a session that departs from a
+// capture with holes is Incomplete, also before its Tail says so.
+func (f *feed) Hole(session.Hole) {
+	f.p.mu.Lock()
+	f.holes = true
+	f.p.mu.Unlock()
+}
 
 // End takes the session's Tail: the copies may now decide what needs it,
 // and the session joins the causal order by its end.

@@ -113,9 +113,16 @@ const (
 	Canceled
 	// Other: any other error (unreachable network, local errors).
 	Other
+	// Incomplete: the replay departed from the capture where the capture
+	// itself was incomplete: the client bytes an answer followed were never
+	// captured (a hole; all of them, for a session replayed with no
+	// chunk), or the captured server stream has holes where the target
+	// fell short. A live capture's kernel drops end up here: the target is
+	// not blamed for what the replay could not send it. Not a failure.
+	Incomplete
 )
 
-var outcomeNames = [...]string{"ok", "refused", "reset", "timeout", "deviation", "canceled", "other"}
+var outcomeNames = [...]string{"ok", "refused", "reset", "timeout", "deviation", "canceled", "other", "capture-incomplete"}
 
 // String returns the outcome's name as used in reports.
 func (o Outcome) String() string {
@@ -140,13 +147,20 @@ type Deviations struct {
 	// CloseTimeouts: the target did not close within CloseTimeout where the
 	// captured server closed, or did not answer our FIN with its own (soft).
 	CloseTimeouts int
+	// LostTurns: turns that follow client bytes the capture lost (a
+	// client hole before the chunk, or before the close). The captured
+	// answer may answer those lost bytes, which the target never got: such
+	// a turn waits QuietTimeout, not TurnTimeout, for an answer that does
+	// not come, and the session's outcome is Incomplete rather than
+	// Deviation (soft).
+	LostTurns int
 }
 
 func (d Deviations) hard() bool { return d.TurnTimeouts > 0 || d.EarlyClose > 0 }
 
 // Total is the number of deviations of any kind.
 func (d Deviations) Total() int {
-	return d.TurnTimeouts + d.QuietTurns + d.EarlyClose + d.CloseTimeouts
+	return d.TurnTimeouts + d.QuietTurns + d.EarlyClose + d.CloseTimeouts + d.LostTurns
 }
 
 // Result is how one replayed session went.

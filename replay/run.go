@@ -66,8 +66,10 @@ type stats struct {
 	outcomes                                               [len(outcomeNames)]atomic.Int64
 	bytesSent, bytesReceived, chunksSent                   atomic.Int64
 	turnTimeouts, quietTurns, earlyClose, closeTimeouts    atomic.Int64
+	lostTurns                                              atomic.Int64
 	chunkLate, startLate, liveLag                          histogram
 	shed, droppedSessions, droppedBytes, peerTimeouts      atomic.Int64
+	inFlight                                               atomic.Int64
 }
 
 // New validates cfg and returns a Runner.
@@ -247,16 +249,16 @@ func (r *Runner) Summary() *Summary {
 		RunID: r.runID, Speed: r.cfg.Speed,
 		Read: st.read.Load(), Skipped: st.skipped.Load(), Unmapped: st.unmapped.Load(),
 		Planned: st.planned.Load(), Replayed: st.replayed.Load(), NotStarted: st.notStarted.Load(),
-		Succeeded: o(OK),
+		Succeeded: o(OK), Incomplete: o(Incomplete),
 		Failed: Failures{Refused: o(Refused), Reset: o(Reset), Timeout: o(Timeout),
 			Deviation: o(Deviation), Canceled: o(Canceled), Other: o(Other)},
 		BytesSent: st.bytesSent.Load(), BytesReceived: st.bytesReceived.Load(), ChunksSent: st.chunksSent.Load(),
 		Deviations: DeviationTotals{TurnTimeouts: st.turnTimeouts.Load(), QuietTurns: st.quietTurns.Load(),
-			EarlyClose: st.earlyClose.Load(), CloseTimeouts: st.closeTimeouts.Load()},
+			EarlyClose: st.earlyClose.Load(), CloseTimeouts: st.closeTimeouts.Load(), LostTurns: st.lostTurns.Load()},
 		ChunkLateness: st.chunkLate.summary(), StartLateness: st.startLate.summary(),
 		LiveLag: st.liveLag.summary(),
 		Shed:    st.shed.Load(), DroppedSessions: st.droppedSessions.Load(), DroppedBytes: st.droppedBytes.Load(),
-		PeerTimeouts: st.peerTimeouts.Load(),
+		PeerTimeouts: st.peerTimeouts.Load(), InFlight: st.inFlight.Load(),
 	}
 	r.mu.Lock()
 	s.Passes, s.Start = r.passes, r.start
@@ -571,6 +573,8 @@ func (p *passRun) schedule(c *copyRun) {
 		c.info.Scheduled = ready
 	}
 	st.replayed.Add(1)
+	st.inFlight.Add(1)
+	defer st.inFlight.Add(-1)
 	p.drive(ctx, c, ready)
 }
 
@@ -588,7 +592,7 @@ func (p *passRun) waitPeers(c *copyRun) bool {
 			continue // done, or not replayed
 		}
 		pc := pf.copies[c.idx]
-		if pc.progress.Load() >= peer.ServerBytes {
+		if pc.progress.Load() >= peer.ServerBytes || pc.settled.Load() {
 			continue
 		}
 		if hk := p.r.testHook; hk != nil {

@@ -289,6 +289,53 @@ func testStreamPeerTimeout(t *testing.T, k connKind) {
 	}
 }
 
+// A peer that has received all its target will send for what it was sent,
+// and now waits for the capture, settles after QuietTimeout: the worker goes
+// on although the peer's captured count (3: the capture counted a lost FIN
+// as a byte, say) is never reached, and without a peer timeout.
+func TestStreamPeerSettles(t *testing.T) { forEachConnKind(t, testStreamPeerSettles) }
+
+func testStreamPeerSettles(t *testing.T, k connKind) {
+	clock := newFakeClock()
+	dialed := make(chan string, 2)
+	d := newMemDialerKind(t, k, clock, func(c *memConn, rec dialRec) {
+		req := readN(t, c, 6)
+		c.Write([]byte("ok"))
+		dialed <- req
+		readEOF(t, c)
+	})
+	r := newRunner(t, testConfig(t, clock, d, newRecObserver()))
+	peerWait := make(chan uint64, 1)
+	r.testHook = func(ev hookEvent, id uint64) {
+		if ev == hookPeerWait {
+			peerWait <- id
+		}
+	}
+	h := startStream(t, r, func(ctx context.Context, sink session.Sink) error {
+		a := sink.Begin(head(0, 0))
+		a.Chunk(chunk(0, "CREATE", 0))
+		a.Server(0, []byte("ok?"))
+		recv(t, dialed, "the peer's request")
+		b := sink.Begin(head(1, 0, session.Peer{ID: 0, ServerBytes: 3}))
+		b.Chunk(chunk(0, "INSERT", 0))
+		<-peerWait
+		// The peer's quiet wait for the capture ends tQuiet after its
+		// answer; nothing else moves the clock. (Before its target
+		// answers, it would not settle: TestStreamPeerRule.)
+		clock.waitTimer(t, clock.Now().Add(tQuiet))
+		clock.Advance(tQuiet)
+		if s := recv(t, dialed, "the worker's request"); s != "INSERT" {
+			t.Errorf("got %q", s)
+		}
+		b.End(tail(0, session.EndClientFIN, 2))
+		a.End(tail(1, session.EndClientFIN, 2))
+		return nil
+	})
+	if sum := h.mustFinish(t); sum.Succeeded != 2 || sum.PeerTimeouts != 0 {
+		t.Fatalf("summary %+v, want 2 succeeded and no peer timeout", sum)
+	}
+}
+
 // The input waits for a running session whose window is full: memory
 // stays at the window while the target holds its answers back.
 func TestStreamBackpressure(t *testing.T) { forEachConnKind(t, testStreamBackpressure) }

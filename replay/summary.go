@@ -29,10 +29,15 @@ type Summary struct {
 	// (context canceled or Duration reached).
 	Read, Skipped, Unmapped, Planned, Replayed, NotStarted int64
 	// Succeeded counts replayed sessions with outcome OK; Failed the others
-	// by reason.
-	Succeeded int64
-	Failed    Failures
+	// by reason, but for Incomplete: sessions whose capture lost bytes that
+	// the replay would have needed (outcome Incomplete), not the target's
+	// failures.
+	Succeeded  int64
+	Failed     Failures
+	Incomplete int64
 
+	// BytesSent, BytesReceived, ChunksSent and Deviations are counted as
+	// they happen, also while a session runs.
 	BytesSent, BytesReceived int64
 	ChunksSent               int64
 	Deviations               DeviationTotals
@@ -56,6 +61,16 @@ type Summary struct {
 	// that stopped waiting for a peer connection's progress (Head.Peers)
 	// after TurnTimeout.
 	Shed, DroppedSessions, DroppedBytes, PeerTimeouts int64
+
+	// CaptureDrops counts packets the capture lost before the replay saw
+	// them: a live capture's kernel drops (its buffer was full). The
+	// command sets it; sessions they hurt are Incomplete, or carry holes.
+	CaptureDrops int64
+
+	// InFlight is how many session copies are running (begun, not done)
+	// at the moment of the snapshot: 0 once the run is over. It is not
+	// part of the JSON form.
+	InFlight int64
 }
 
 // Failures counts failed sessions by reason (see Outcome).
@@ -70,7 +85,7 @@ func (f Failures) Total() int64 {
 
 // DeviationTotals sums Result.Deviations over the run.
 type DeviationTotals struct {
-	TurnTimeouts, QuietTurns, EarlyClose, CloseTimeouts int64
+	TurnTimeouts, QuietTurns, EarlyClose, CloseTimeouts, LostTurns int64
 }
 
 // Latency summarises a distribution of delays.
@@ -123,6 +138,7 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		QuietTurns    int64 `json:"quiet_turns"`
 		EarlyClose    int64 `json:"early_close"`
 		CloseTimeouts int64 `json:"close_timeouts"`
+		LostTurns     int64 `json:"lost_turns"`
 	}
 	return json.Marshal(struct {
 		Version        int         `json:"version"`
@@ -140,6 +156,7 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		NotStarted     int64       `json:"sessions_not_started"`
 		Succeeded      int64       `json:"sessions_succeeded"`
 		FailedTotal    int64       `json:"sessions_failed"`
+		Incomplete     int64       `json:"sessions_capture_incomplete"`
 		Failed         failures    `json:"failed"`
 		BytesSent      int64       `json:"bytes_sent"`
 		BytesReceived  int64       `json:"bytes_received"`
@@ -152,20 +169,21 @@ func (s *Summary) MarshalJSON() ([]byte, error) {
 		DroppedSess    int64       `json:"sessions_dropped"`
 		DroppedBytes   int64       `json:"bytes_dropped"`
 		PeerTimeouts   int64       `json:"peer_timeouts"`
+		CaptureDrops   int64       `json:"capture_drops"`
 	}{
 		Version: SummaryVersion, RunID: fmt.Sprintf("%016x", s.RunID), Passes: s.Passes, Speed: speed,
 		Start: s.Start, WallSeconds: s.Wall.Seconds(), SessionsPerSec: s.SessionsPerSec(),
 		Read: s.Read, Skipped: s.Skipped, Unmapped: s.Unmapped, Planned: s.Planned,
 		Replayed: s.Replayed, NotStarted: s.NotStarted, Succeeded: s.Succeeded,
-		FailedTotal: s.Failed.Total(),
+		FailedTotal: s.Failed.Total(), Incomplete: s.Incomplete,
 		Failed: failures{s.Failed.Refused, s.Failed.Reset, s.Failed.Timeout,
 			s.Failed.Deviation, s.Failed.Canceled, s.Failed.Other},
 		BytesSent: s.BytesSent, BytesReceived: s.BytesReceived, ChunksSent: s.ChunksSent,
 		Deviations: devs{s.Deviations.TurnTimeouts, s.Deviations.QuietTurns,
-			s.Deviations.EarlyClose, s.Deviations.CloseTimeouts},
+			s.Deviations.EarlyClose, s.Deviations.CloseTimeouts, s.Deviations.LostTurns},
 		ChunkLateness: latJSON(s.ChunkLateness), StartLateness: latJSON(s.StartLateness),
 		LiveLag: latJSON(s.LiveLag), Shed: s.Shed, DroppedSess: s.DroppedSessions, DroppedBytes: s.DroppedBytes,
-		PeerTimeouts: s.PeerTimeouts,
+		PeerTimeouts: s.PeerTimeouts, CaptureDrops: s.CaptureDrops,
 	})
 }
 
@@ -200,11 +218,18 @@ func (s *Summary) WriteText(w io.Writer) error {
 		_, err = fmt.Fprintf(w, "limits:   %d sessions shed, %d sessions with dropped bytes (%s), %d peer waits timed out\n",
 			s.Shed, s.DroppedSessions, byteSize(s.DroppedBytes), s.PeerTimeouts)
 	}
+	if err == nil && s.CaptureDrops+s.Incomplete+s.Deviations.LostTurns > 0 {
+		_, err = fmt.Fprintf(w, "loss:     %d packets lost by the capture; %d sessions capture-incomplete (the capture lacks what they needed: not the target's failures), %d turns after lost client bytes\n",
+			s.CaptureDrops, s.Incomplete, s.Deviations.LostTurns)
+	}
 	return err
 }
 
 func (s *Summary) notes() string {
 	n := ""
+	if s.Incomplete > 0 {
+		n += fmt.Sprintf("; %d capture-incomplete", s.Incomplete)
+	}
 	if s.NotStarted > 0 {
 		n += fmt.Sprintf("; %d not started", s.NotStarted)
 	}

@@ -60,8 +60,7 @@ func demoParent(e env, args []string) int {
 			return ee.ExitCode()
 		}
 		if errors.Is(err, syscall.EPERM) {
-			fail(e, fmt.Errorf("demo: create a private network namespace: %w", err))
-			fmt.Fprintln(e.stderr, "hint: run as root (the demo creates a network namespace and a TUN device)")
+			failHint(e, fmt.Errorf("demo: create a private network namespace: %w", err), "run as root (the demo creates a network namespace and a TUN device)")
 			return exitPriv
 		}
 		fail(e, fmt.Errorf("demo: %w", err))
@@ -96,6 +95,7 @@ func demoChild(e env, args []string) int {
 		fmt.Fprintf(e.stderr, "tcopy-tun: demo: %v\n", err)
 		return exitUsage
 	}
+	e = withLog(e, f.logFormat)
 	fmt.Fprintf(e.stderr, "tcopy-tun demo: replaying %s (captured server 10.1.0.1:8080) against the bundled HTTP server on 127.0.0.1:8080\n", pcap)
 	fmt.Fprintf(e.stderr, "tcopy-tun demo: through TUN %s and the in-process TCP stack, at speed %s, inside a private network namespace\n", f.tunName, speedString(f.speed))
 

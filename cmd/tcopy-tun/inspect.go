@@ -36,7 +36,7 @@ type inspectOptions struct {
 	servers []netip.AddrPort
 }
 
-const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server IP:PORT]... FILE|-
+const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server HOST:PORT]... FILE|-
 
 Lists the TCP sessions a capture holds, per server endpoint: sessions,
 partial sessions (no handshake captured), bytes each way, when they ran and
@@ -46,7 +46,7 @@ gzip- or zstd-compressed; - reads the capture from standard input.
 flags:
   -v                 also list every session (streamed as the capture is read)
   --json             one JSON document (version 1) instead of tables
-  --server IP:PORT   only this server endpoint (repeatable); it also tells
+  --server HOST:PORT only this server endpoint (repeatable); it also tells
                      which side is the server where no handshake was captured
                      (0.0.0.0:PORT selects a port on any address)
 `
@@ -60,9 +60,9 @@ func parseInspectArgs(args []string, stdout io.Writer) (*inspectOptions, error) 
 	fs.BoolVar(&o.verbose, "v", false, "")
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.Func("server", "", func(s string) error {
-		ap, err := netip.ParseAddrPort(s)
+		ap, err := resolveAddrPort(s, systemLookup)
 		if err != nil {
-			return fmt.Errorf("want IP:PORT ([IPv6]:PORT for IPv6)")
+			return err
 		}
 		o.servers = append(o.servers, ap)
 		return nil

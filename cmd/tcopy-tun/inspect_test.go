@@ -338,7 +338,7 @@ func TestInspectErrors(t *testing.T) {
 		{name: "no file", args: []string{}, code: exitUsage, stderr: "no capture given", oneError: true},
 		{name: "two files", args: []string{good, good}, code: exitUsage, stderr: "one capture at a time", oneError: true},
 		{name: "unknown flag", args: []string{"--nope", good}, code: exitUsage, stderr: "flag provided but not defined", oneError: true},
-		{name: "bad server", args: []string{"--server", "nothing", good}, code: exitUsage, stderr: "want IP:PORT", oneError: true},
+		{name: "bad server", args: []string{"--server", "nothing", good}, code: exitUsage, stderr: "want HOST:PORT", oneError: true},
 		{name: "missing file", args: []string{filepath.Join(dir, "nope.pcap")}, code: exitInput, stderr: "no such file", oneError: true},
 		{name: "not a capture", args: []string{text}, code: exitInput, stderr: "not a pcap or pcapng capture", oneError: true},
 		{name: "empty capture", args: []string{empty}, code: exitInput, stderr: "no TCP sessions in the capture (it holds no packets)", oneError: true},

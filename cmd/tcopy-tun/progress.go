@@ -18,14 +18,20 @@ import (
 type progress struct {
 	done chan struct{}
 	wg   sync.WaitGroup
-	w    io.Writer
+	w    *statusWriter
 }
 
+// startProgress draws the line on e.stderr, through its statusWriter (see
+// withLog) so that log records clear it before they are written.
 func startProgress(e env, f *replayFlags, r *replay.Runner) *progress {
-	p := &progress{done: make(chan struct{}), w: e.stderr}
+	sw, ok := e.stderr.(*statusWriter)
+	if !ok {
+		sw = &statusWriter{w: e.stderr}
+	}
+	p := &progress{done: make(chan struct{}), w: sw}
 	show := f.progress == "always"
 	if f.progress == "auto" {
-		show = isTerminal(e.stderr)
+		show = isTerminal(sw.w)
 	}
 	if !show || f.quiet {
 		return p
@@ -38,12 +44,12 @@ func startProgress(e env, f *replayFlags, r *replay.Runner) *progress {
 		for {
 			select {
 			case <-p.done:
-				fmt.Fprint(p.w, "\r\033[K")
+				p.w.status("")
 				return
 			case <-t.C:
 				s := r.Summary()
-				fmt.Fprintf(p.w, "\r\033[K%6.1fs  sessions %d started, %d ok, %d failed  sent %s  received %s",
-					s.Wall.Seconds(), s.Replayed, s.Succeeded, s.Failed.Total(), byteSize(s.BytesSent), byteSize(s.BytesReceived))
+				p.w.status(fmt.Sprintf("%6.1fs  sessions %d started, %d ok, %d failed  sent %s  received %s",
+					s.Wall.Seconds(), s.Replayed, s.Succeeded, s.Failed.Total(), byteSize(s.BytesSent), byteSize(s.BytesReceived)))
 			}
 		}
 	}()

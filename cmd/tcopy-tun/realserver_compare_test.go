@@ -84,9 +84,9 @@ func compareHelper(t *testing.T, ns *tuntest.Netns, mode string, a compareArgs) 
 
 // compareServerMain serves the three routes. Every answer carries a fresh
 // request id (header and JSON) and a timestamp; /api/users/{n} is gzip
-// compressed (its gzip header holds the time). Build C answers a
-// different price on /api/items/{n} and takes compareSlow longer on
-// /api/slow.
+// compressed (its gzip header holds the time, so its bytes differ on
+// every answer). Build C answers a different role inside the gzip body of
+// /api/users/{n} and takes compareSlow longer on /api/slow.
 func compareServerMain(a compareArgs) error {
 	rid := func() string {
 		b := make([]byte, 8)
@@ -114,11 +114,7 @@ func compareServerMain(a compareArgs) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/items/{n}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.PathValue("n"))
-		price := n * 3
-		if a.Build == "C" {
-			price++ // the change under test
-		}
-		reply(w, map[string]any{"id": n, "name": "item " + strconv.Itoa(n), "price": price}, false)
+		reply(w, map[string]any{"id": n, "name": "item " + strconv.Itoa(n), "price": n * 3}, false)
 	})
 	mux.HandleFunc("GET /api/slow", func(w http.ResponseWriter, r *http.Request) {
 		if a.Build == "C" {
@@ -128,7 +124,11 @@ func compareServerMain(a compareArgs) error {
 	})
 	mux.HandleFunc("GET /api/users/{n}", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.PathValue("n"))
-		reply(w, map[string]any{"user": n, "roles": []string{"a", "b"}}, true)
+		roles := []string{"reader", "writer"}
+		if a.Build == "C" {
+			roles[1] = "admin" // the change under test, inside a gzip body
+		}
+		reply(w, map[string]any{"user": n, "roles": roles}, true)
 	})
 	ln, err := net.Listen("tcp", a.Listen)
 	if err != nil {
@@ -226,9 +226,10 @@ func compareReplay(t *testing.T, e *realEnv, want int, args ...string) (*compare
 }
 
 // TestPrivilegedCompareHTTP: capture against A, replay to C with
-// --baseline B: only the route whose JSON field C changed regresses (the
-// ids, timestamps and gzip headers are noise), and the route C slowed
-// down is told apart by its p50 in the same run.
+// --baseline B: only the route whose JSON field C changed (inside gzip
+// bodies) regresses — the ids and timestamps are noise, and the gzip
+// bytes that differ on every answer are compared decompressed — and the
+// route C slowed down is told apart by its p50 in the same run.
 func TestPrivilegedCompareHTTP(t *testing.T) {
 	requireReal(t, toolGo, toolTcpdump)
 	bin := buildTcopyTun(t)
@@ -276,12 +277,17 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	if !okI || !okS || !okU || len(r.Routes) != 3 {
 		t.Fatalf("routes %+v", r.Routes)
 	}
-	if rt := r.Routes[items]; rt.Requests != compareRounds || rt.Regressions != compareRounds {
+	if rt := r.Routes[users]; rt.Requests != compareRounds || rt.Regressions != compareRounds {
 		t.Errorf("route %s: %d requests, %d regressed; want %d, all", rt.Route, rt.Requests, rt.Regressions, compareRounds)
 	}
-	for _, i := range []int{slow, users} {
+	for _, i := range []int{slow, items} {
 		if rt := r.Routes[i]; rt.Requests != compareRounds || rt.Regressions != 0 || rt.Noise != compareRounds {
 			t.Errorf("route %s: %d requests, %d regressed, %d noise (fields %v); want %d, none, all noise", rt.Route, rt.Requests, rt.Regressions, rt.Noise, rt.NoiseFields, compareRounds)
+		}
+	}
+	for _, rt := range r.Routes {
+		if got := strings.Join(rt.NoiseFields, ","); !strings.Contains(got, "body $.request_id") || !strings.Contains(got, "body $.ts") || !strings.Contains(got, "header x-request-id") {
+			t.Errorf("route %s: noise fields %s; want the request id (body and header) and the timestamp among them", rt.Route, got)
 		}
 	}
 	// The slow route: C's p50 includes the sleep it added, B's does not.
@@ -302,14 +308,33 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 		t.Fatal("no regressed request in the report")
 	}
 	for _, g := range r.Regressions {
-		if g.Route != "GET /api/items/{n}" || len(g.Differences) != 1 || g.Differences[0].Field != "body $.price" {
-			t.Errorf("regression %+v: want only body $.price of GET /api/items/{n}", g)
+		if d := g.Differences; g.Route != "GET /api/users/{n}" || len(d) != 1 || d[0].Field != "body $.roles[1]" || d[0].Reference != `"writer"` || d[0].Replayed != `"admin"` {
+			t.Errorf("regression %+v: want only body $.roles[1] of GET /api/users/{n}, \"writer\" → \"admin\"", g)
 		}
 	}
 	if !strings.Contains(stderr, "requests regressed") {
 		t.Errorf("stderr does not say that requests regressed:\n%s", stderr)
 	}
 	checkCompareHTML(t, page)
+
+	// A rule for the changed field: no regression left, exit 0 ...
+	rules := filepath.Join(e.dir, "ignore.yaml")
+	if err := os.WriteFile(rules, []byte("routes:\n  - route: \"GET /api/users/*\"\n    json: [\"$.roles[*]\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--pcap", cp.file, "--server", addr(comparePortA), "--target", addr(comparePortC),
+		"--baseline", addr(comparePortB), "--quiet-timeout", "2s", "--ignore", rules}
+	r, stderr = compareReplay(t, e, 0, args...)
+	if q := r.Summary.Requests; q.Requests != 3*compareRounds || q.Regressions != 0 {
+		t.Errorf("with --ignore: requests %+v; want none regressed\n%s", q, stderr)
+	}
+	// ... unless the target may be at most 1.2 times slower at p99: the
+	// slowed route is a third of the requests, so the target's p99 is at
+	// least its delay, the baseline's far below.
+	_, stderr = compareReplay(t, e, 1, append(args, "--fail-slower", "1.2")...)
+	if !strings.Contains(stderr, "slower than --fail-slower 1.2 allows") {
+		t.Errorf("--fail-slower: stderr does not say why the run failed:\n%s", stderr)
+	}
 }
 
 // TestPrivilegedCompareRedis: redis-cli commands captured against redis A;

@@ -243,7 +243,10 @@ func startProcStdin(t *testing.T, ns *tuntest.Netns, name string, args ...string
 func startProcCmd(t *testing.T, name string, cmd *exec.Cmd) *realProc {
 	t.Helper()
 	p := &realProc{name: name, cmd: cmd, out: &tuntest.LockedBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if p.cmd.Stdout == nil { // else the caller's (a pipe to another process)
+		p.cmd.Stdout = p.out
+	}
+	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
 	}

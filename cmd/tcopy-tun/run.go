@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -13,8 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcopy-tun/tcopy-tun/intercept"
 	"github.com/tcopy-tun/tcopy-tun/netstack"
 	"github.com/tcopy-tun/tcopy-tun/replay"
+	"github.com/tcopy-tun/tcopy-tun/replay/agent"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
 	"github.com/tcopy-tun/tcopy-tun/tun"
@@ -38,6 +41,7 @@ func runReplay(e env, args []string) int {
 		fmt.Fprintf(e.stderr, "tcopy-tun: %v\nhint: 'tcopy-tun --help' lists the flags\n", err)
 		return exitUsage
 	}
+	e = withLog(e, f.logFormat)
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
@@ -46,14 +50,14 @@ func runReplay(e env, args []string) int {
 		}
 		defer stop()
 	}
-	if f.live == "" {
+	if !f.endless() {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return replayJob(ctx, e, f, nil)
 	}
-	// Live copy runs until stopped: the first SIGINT/SIGTERM (or
-	// --duration) ends the capture and lets the sessions in flight finish,
-	// a second one aborts them.
+	// Live copy (an interface, capture agents) runs until stopped: the
+	// first SIGINT/SIGTERM (or --duration) ends the capture and lets the
+	// sessions in flight finish, a second one aborts them.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f.stopLive = make(chan struct{})
@@ -82,6 +86,15 @@ func runReplay(e env, args []string) int {
 	return replayJob(ctx, e, f, nil)
 }
 
+// replayMetrics is the replay's Metrics hook: nil without --metrics (a nil
+// *metrics.Exporter in the interface would not be).
+func replayMetrics(f *replayFlags) replay.Metrics {
+	if f.metrics == nil {
+		return nil
+	}
+	return f.metrics
+}
+
 // startCPUProfile profiles the process into file until the returned stop
 // is called.
 func startCPUProfile(file string) (stop func(), err error) {
@@ -104,14 +117,24 @@ func startCPUProfile(file string) (stop func(), err error) {
 // everything it set up. onDone, if set, is called after the replay with the
 // result (the demo uses it to show the server's side).
 func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResult)) int {
-	html, err := openHTML(e, f.html)
+	// The outputs exist before anything is set up or sent: a path that
+	// cannot be written is refused now, not after the replay.
+	outs, err := openOutputs(e, f)
 	if err != nil {
 		fail(e, err)
 		return exitUsage
 	}
-	defer html.close()
+	defer outs.discard()
+	if f.metricsAddr != "" {
+		stop, err := startMetrics(e, f)
+		if err != nil {
+			fail(e, err)
+			return exitUsage
+		}
+		defer stop()
+	}
 	sel := newSelection(f)
-	res, err := replayOnce(ctx, e, f, sel)
+	res, err := replayOnce(ctx, e, f, sel, outs)
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
 		// Nothing matched the target's port: if the capture holds exactly
 		// one server, that is the one meant ("or the only server in the
@@ -120,7 +143,7 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		if server, ok := sel.fallback(f, res.seen); ok {
 			logf(e, "no captured server on %s; replaying the only server in the capture, %s", sel, server)
 			sel = onlyServer(server)
-			res, err = replayOnce(ctx, e, f, sel)
+			res, err = replayOnce(ctx, e, f, sel, outs)
 		}
 	}
 	if err == nil && res.summary.Read == 0 && ctx.Err() == nil {
@@ -130,17 +153,33 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 		fail(e, err)
 		return exitCodeFor(err)
 	}
-	if !f.quiet {
-		writeSummary(e.stderr, res)
+	// The stack that fed the capture is closed (replayOnce's cleanup): its
+	// last packets, the RSTs of an interrupted run's connections among
+	// them, are in the queue that closing the capture writes out.
+	pcapStats, pcapErr := outs.closePcap()
+	if outs.pcap != nil {
+		res.pcap = &pcapResult{name: f.writePcap, stats: pcapStats}
 	}
-	if f.report != "" {
-		if err := writeReport(e, f.report, res.report); err != nil {
-			fail(e, err)
-			return exitFailure
+	if !f.quiet {
+		if f.logFormat == logJSON {
+			logSummary(e, res)
+		} else {
+			writeSummary(e.stderr, res)
 		}
 	}
-	if err := html.write(res.report); err != nil {
+	if res.pcap != nil && res.pcap.stats.Dropped > 0 {
+		hint := ""
+		if f.pcapSnap == 0 {
+			hint = " (--write-pcap-snaplen 128 keeps each packet's headers only, at a fraction of the cost)"
+		}
+		warnf(e, "--write-pcap: %d packets (%d bytes) are missing from %s: its writer could not keep up%s", res.pcap.stats.Dropped, res.pcap.stats.DroppedBytes, f.writePcap, hint)
+	}
+	if err := writeOutputs(outs, res); err != nil {
 		fail(e, err)
+		return exitFailure
+	}
+	if pcapErr != nil {
+		fail(e, pcapErr)
 		return exitFailure
 	}
 	if ctx.Err() != nil {
@@ -161,9 +200,14 @@ func replayJob(ctx context.Context, e env, f *replayFlags, onDone func(*runResul
 	code := res.exitCode(ctx)
 	if code == exitOK && res.report != nil && res.report.out != nil {
 		// A run that completed can still fail its comparison: answers that
-		// regressed, or a target slower than --fail-slower allows.
+		// regressed from the baseline's, or a target slower than
+		// --fail-slower allows. Without --baseline, answers that differ
+		// from the capture are reported but do not fail the run: a fresh
+		// server seldom answers exactly as the captured one did (ids,
+		// order-dependent counters), and only a baseline tells noise
+		// from a regression.
 		out := res.report.out
-		if n := out.Requests.Regressions; n > 0 {
+		if n := out.Requests.Regressions; n > 0 && f.baseline.IsValid() {
 			logf(e, "%d requests regressed (answers differ from the %s beyond noise and --ignore rules)", n, out.Requests.Against)
 			code = exitFailure
 		}
@@ -202,6 +246,14 @@ type runResult struct {
 	capStats   capture.Stats
 	buildStats session.Stats
 	seen       *serversSeen // the captured servers of the connections read, selected or not
+	agents     *agent.Stats // capture agents (--pcap-listen, --pcap tcp://), else nil
+	pcap       *pcapResult  // --write-pcap, nil without it
+}
+
+// pcapResult is what --write-pcap wrote.
+type pcapResult struct {
+	name  string
+	stats intercept.PcapStats
 }
 
 func (r *runResult) exitCode(ctx context.Context) int {
@@ -220,10 +272,13 @@ func (r *runResult) exitCode(ctx context.Context) int {
 
 // replayOnce replays the capture with the selection sel: --loop passes
 // over it.
-func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*runResult, error) {
-	src, err := openSource(f, sel)
+func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs *outputs) (*runResult, error) {
+	src, err := openSource(e, f, sel)
 	if err != nil {
 		return nil, inputError{err}
+	}
+	if m, ok := src.(*agent.Merger); ok && f.metrics != nil {
+		f.metrics.WatchAgents(m)
 	}
 	// replayOnce owns the source: it closes it after the last pass (and
 	// each one before the next pass opens the capture again). Only
@@ -237,23 +292,23 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 			src.Close()
 		}
 	}()
-	if f.live != "" {
-		defer func() {
-			if dc, ok := src.(capture.DropCounter); ok {
-				if n, err := dc.Drops(); err == nil && n > 0 {
-					logf(e, "warning: the kernel dropped %d packets of the live capture on %s: those sessions may be incomplete", n, f.live)
-				}
-			}
-		}()
-	}
 
-	dialer, cleanup, err := setupPath(e, f)
+	var tap netstack.Tap
+	if outs.pcap != nil {
+		tap = outs.pcap
+	}
+	dialer, cleanup, err := setupPath(e, f, tap)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
 
 	rep := newReport(f)
+	obs := rep.observer()
+	if outs.pcap != nil {
+		// Each connection's first packet in the capture names its session.
+		obs = outs.pcap.Observe(obs)
+	}
 	cfg := replay.Config{
 		Dialer:         dialer,
 		Target:         f.target,
@@ -273,9 +328,10 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		Sample:         f.sample,
 		Shard:          f.shard,
 		Duration:       f.duration,
-		Live:           f.live != "",
-		Observer:       rep.observer(),
-		Logf:           func(format string, args ...any) { logf(e, format, args...) },
+		Live:           f.endless(), // an interface or capture agents: never make the capture wait
+		Observer:       obs,
+		Metrics:        replayMetrics(f),
+		Logf:           func(format string, args ...any) { warnf(e, format, args...) },
 	}
 	for _, p := range f.nets {
 		if p.Addr().Is4() {
@@ -289,6 +345,9 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 		return nil, usageError{err}
 	}
 
+	if f.metrics != nil {
+		f.metrics.Watch(runner, rep.rec)
+	}
 	res := &runResult{report: rep, seen: newServersSeen(sel)}
 	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
@@ -315,7 +374,21 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection) (*run
 	}
 	prog.stop()
 	res.summary = runner.Summary()
+	if dc, ok := src.(capture.DropCounter); ok {
+		// Read after the capture stopped: the count is final.
+		if n, err := dc.Drops(); err == nil && n > 0 {
+			res.summary.CaptureDrops = int64(n)
+			warnf(e, "the kernel dropped %d packets of the live capture on %s (--live-buffer %s was full): the sessions they hurt are marked capture-incomplete or carry holes in the report",
+				n, f.live, byteSizeFlag(f.liveBuf))
+		}
+	}
 	rep.finish(res)
+	if m, ok := src.(*agent.Merger); ok {
+		m.Close() // ended by the pass already, unless it failed; Stats then has every end
+		st := m.Stats()
+		res.agents = &st
+		rep.addAgents(res.agents)
+	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
 	}
@@ -332,9 +405,10 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 	var readErr error
 	err = runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
 		r := capture.NewReader(src, f.sourceName())
-		b := passBuilder{session.NewBuilder(scfg, sink), res.seen}
+		meter := newCaptureMeter(f, r, src)
+		b := passBuilder{session.NewBuilder(scfg, sink), res.seen, meter}
 		switch {
-		case f.live != "":
+		case f.endless():
 			// The first signal or --duration (f.stopLive) ends the live
 			// capture as the runner's own --duration does: no session
 			// starts any more (those waiting count as not started) and
@@ -366,6 +440,7 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		if !detached {
 			res.capStats = r.Stats()
 		}
+		meter.end(!detached)
 		res.buildStats = b.Stats()
 		return nil
 	})
@@ -380,7 +455,8 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 // serversSeen).
 type passBuilder struct {
 	*session.Builder
-	seen *serversSeen
+	seen  *serversSeen
+	meter *captureMeter // nil without --metrics; its read goes before each r.Next
 }
 
 func (b passBuilder) Add(p *capture.Packet) {
@@ -395,6 +471,7 @@ func readCapture(ctx context.Context, r *capture.Reader, b passBuilder) error {
 		if n%1024 == 0 && ctx.Err() != nil {
 			return nil
 		}
+		b.meter.read()
 		p, err := r.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -455,6 +532,7 @@ func pumpLive(ctx context.Context, r *capture.Reader, b passBuilder, end func() 
 	go func() {
 		defer close(readerDone)
 		for {
+			b.meter.read()
 			p, err := r.Next()
 			var it item
 			if err != nil {
@@ -531,6 +609,7 @@ func pumpDeadline(ctx context.Context, r *capture.Reader, b passBuilder, end fun
 			end()
 			stopped = true
 		}
+		b.meter.read()
 		p, err := r.Next()
 		switch {
 		case err == nil:
@@ -556,20 +635,42 @@ func pumpDeadline(ctx context.Context, r *capture.Reader, b passBuilder, end fun
 	}
 }
 
-// openSource opens the capture file or stream, or the live interface
-// (filtered to the selected ports).
-func openSource(f *replayFlags, sel selection) (capture.Source, error) {
-	if f.live == "" {
-		return capture.Open(f.pcap)
+// openSource opens the capture file or stream, the live interface
+// (filtered to the selected ports), or the capture agents' merge.
+func openSource(e env, f *replayFlags, sel selection) (capture.Source, error) {
+	switch {
+	case f.pcapListen != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Listen(f.pcapListen, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap-listen %s: %w", f.pcapListen, err)
+		}
+		host, port, _ := net.SplitHostPort(m.Addr().String())
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+			host = "THIS-HOST"
+		}
+		logf(e, "waiting for capture agents on %s (on each capture host: tcpdump -U --immediate-mode -w - 'tcp port N' | nc -N %s %s)", m.Addr(), host, port)
+		return m, nil
+	case f.pcapDial != "":
+		opt := f.agents
+		opt.Logf = func(format string, args ...any) { logf(e, format, args...) }
+		m, err := agent.Dial(context.Background(), f.pcapDial, opt)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap %s: connect to the capture agent: %w", f.pcap, err)
+		}
+		return m, nil
+	case f.live != "":
+		return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports(), BufferSize: f.liveBuf})
 	}
-	return capture.OpenLive(f.live, capture.LiveOptions{Ports: sel.ports()})
+	return capture.Open(f.pcap)
 }
 
 // sessionConfig is the session builder's configuration from the flags; the
 // selection comes through seen (its keep is Config.Keep).
 func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
 	cfg := session.Config{ServerDataLimit: f.serverLim, IdleTimeout: f.idleTimeout, Keep: seen.keep}
-	if f.live != "" || f.pcap == "-" {
+	if f.endless() || f.pcap == "-" {
 		// A capture that is happening: chunks are handed on when a write
 		// ends (PSH) or its merge window passes, and a connection idle
 		// for hours is still one session unless --idle-timeout says
@@ -582,7 +683,7 @@ func sessionConfig(f *replayFlags, seen *serversSeen) session.Config {
 // setupPath builds the dialer: kernel sockets, or a TUN device with the
 // netstack on it. cleanup undoes it in reverse order (stack first, so no
 // goroutine writes to a closed fd; then the device and its host changes).
-func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
+func setupPath(e env, f *replayFlags, tap netstack.Tap) (replay.Dialer, func(), error) {
 	if f.via == "socket" {
 		return &replay.SocketDialer{}, func() {}, nil
 	}
@@ -606,7 +707,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 		Logf:              func(format string, args ...any) { debugf(e, format, args...) },
 	}
 	if f.keepIP {
-		logf(e, "warning: --keep-client-ip routes %v into %s for the run: replies to those real addresses on this host go to the replay", tcfg.ClientPrefixes, f.tunName)
+		warnf(e, "--keep-client-ip routes %v into %s for the run: replies to those real addresses on this host go to the replay", tcfg.ClientPrefixes, f.tunName)
 	}
 	dev, err := tun.Open(tcfg)
 	if err != nil {
@@ -617,6 +718,11 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 		dev.Close()
 		return nil, nil, fmt.Errorf("link endpoint on %s: %w", dev.Name(), err)
 	}
+	if tap != nil {
+		// --write-pcap: only then is the endpoint wrapped, so a run
+		// without it pays nothing.
+		ep = netstack.NewTapEndpoint(ep, tap)
+	}
 	st, err := netstack.New(ep, netstack.Options{MTU: uint32(dev.MTU()), ConnectTimeout: f.dialTimeout})
 	if err != nil {
 		dev.Close()
@@ -625,7 +731,7 @@ func setupPath(e env, f *replayFlags) (replay.Dialer, func(), error) {
 	return st, func() {
 		st.Close()
 		if err := dev.Close(); err != nil {
-			logf(e, "warning: cleanup of %s: %v", dev.Name(), err)
+			warnf(e, "cleanup of %s: %v", dev.Name(), err)
 		}
 	}, nil
 }
@@ -666,25 +772,35 @@ func exitCodeFor(err error) int {
 	return exitFailure
 }
 
-// fail prints err as one line, plus a hint line where there is a remedy.
+// fail logs err as an error: in the text format one line, plus a hint line
+// where there is a remedy.
 func fail(e env, err error) {
-	fmt.Fprintf(e.stderr, "tcopy-tun: %v\n", err)
 	var pe *tun.PermissionError
 	switch {
 	case errors.As(err, &pe):
-		fmt.Fprintf(e.stderr, "hint: %s\n", pe.Hint())
+		failHint(e, err, pe.Hint())
 	case strings.Contains(err.Error(), "needs forwarding mode"):
-		fmt.Fprintln(e.stderr, "hint: add --forward, and on the target's host route the client range back to this host (README: \"Target on another host\")")
+		failHint(e, err, "add --forward, and on the target's host route the client range back to this host (README: \"Target on another host\")")
+	default:
+		e.logger().Error(err.Error())
 	}
 }
 
-func logf(e env, format string, args ...any) {
-	fmt.Fprintf(e.stderr, "tcopy-tun: "+format+"\n", args...)
+// failHint logs err with its remedy.
+func failHint(e env, err error, hint string) {
+	e.logger().Error(err.Error(), "hint", hint)
 }
 
-// debugf prints host changes when TCOPY_TUN_DEBUG is set.
-func debugf(e env, format string, args ...any) {
-	if os.Getenv("TCOPY_TUN_DEBUG") != "" {
-		logf(e, format, args...)
+// byteSizeFlag shows a --live-buffer value (0: the default).
+func byteSizeFlag(n int) string {
+	if n == 0 {
+		n = capture.DefaultLiveBuffer
 	}
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprint(n)
 }

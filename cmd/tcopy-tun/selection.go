@@ -103,7 +103,7 @@ func (s selection) noun() string {
 // Standard input and a live interface cannot be read again: there the
 // error says what was seen instead (noSessionsError).
 func (s selection) fallback(f *replayFlags, seen *serversSeen) (netip.AddrPort, bool) {
-	if s.named || f.live != "" || f.pcap == "-" {
+	if s.named || f.endless() || f.pcap == "-" {
 		return netip.AddrPort{}, false
 	}
 	others := seen.others()
@@ -200,11 +200,15 @@ func (s *serversSeen) othersString() string {
 // the capture held instead and how to choose.
 func noSessionsError(f *replayFlags, sel selection, c capture.Stats, seen *serversSeen) error {
 	others := seen.othersString()
-	if f.live != "" {
-		if others != "" {
-			return fmt.Errorf("live capture on %s: no sessions of the selected %s were seen (%d TCP segments, of connections to %s; choose with --server IP:PORT)", f.live, sel.noun(), c.TCP, others)
+	if f.endless() {
+		what := "live capture on " + f.live
+		if f.live == "" {
+			what = "capture from " + f.sourceName()
 		}
-		return fmt.Errorf("live capture on %s: no sessions of the selected %s were seen (%d TCP segments)", f.live, sel.noun(), c.TCP)
+		if others != "" {
+			return fmt.Errorf("%s: no sessions of the selected %s were seen (%d TCP segments, of connections to %s; choose with --server IP:PORT)", what, sel.noun(), c.TCP, others)
+		}
+		return fmt.Errorf("%s: no sessions of the selected %s were seen (%d TCP segments)", what, sel.noun(), c.TCP)
 	}
 	if c.TCP == 0 {
 		return fmt.Errorf("read %q: no TCP segments in %d frames: nothing to replay", f.pcap, c.Frames)

@@ -136,7 +136,7 @@ func TestServersSeen(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seen := newServersSeen(tc.sel)
-			b := passBuilder{session.NewBuilder(session.Config{Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen}
+			b := passBuilder{session.NewBuilder(session.Config{Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen, nil}
 			for i := range tc.pkts {
 				b.Add(&tc.pkts[i])
 			}
@@ -156,7 +156,7 @@ func TestServersSeen(t *testing.T) {
 		convs = append(convs, conv("10.0.0.1:40001", netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), uint16(9000+i)).String(), time.Duration(i)*time.Millisecond, true))
 	}
 	seen := newServersSeen(selection{})
-	b := passBuilder{session.NewBuilder(session.Config{Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen}
+	b := passBuilder{session.NewBuilder(session.Config{Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen, nil}
 	for _, p := range replaytest.Merge(convs...) {
 		b.Add(&p)
 	}
@@ -195,7 +195,7 @@ func TestServersSeenRealCaptures(t *testing.T) {
 		files++
 		seen := newServersSeen(selection{})
 		readCapture1(path, func(r *capture.Reader) {
-			b := passBuilder{session.NewBuilder(session.Config{ServerDataLimit: -1, Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen}
+			b := passBuilder{session.NewBuilder(session.Config{ServerDataLimit: -1, Keep: seen.keep}, session.Collect(func(*session.Session) {})), seen, nil}
 			for {
 				p, err := r.Next()
 				if err != nil {

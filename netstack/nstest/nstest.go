@@ -68,6 +68,9 @@ type Options struct {
 	// QueueLen is each direction's queue length in packets (8192 if zero).
 	// A full queue drops packets, as a full device queue does.
 	QueueLen int
+	// ClientTap, if set, sees every packet of the client stack through
+	// netstack.NewTapEndpoint, as --write-pcap does on the TUN.
+	ClientTap netstack.Tap
 }
 
 // Pair is two netstack stacks joined by an in-memory wire. The replayer
@@ -123,7 +126,11 @@ func NewPair(t testing.TB, opts Options) *Pair {
 	p.clientEP = newWireEndpoint(opts.QueueLen, opts.MTU)
 	p.serverEP = newWireEndpoint(opts.QueueLen, opts.MTU)
 	var err error
-	if p.Client, err = netstack.New(p.clientEP, opts.Client); err != nil {
+	var clientEP stack.LinkEndpoint = p.clientEP
+	if opts.ClientTap != nil {
+		clientEP = netstack.NewTapEndpoint(clientEP, opts.ClientTap)
+	}
+	if p.Client, err = netstack.New(clientEP, opts.Client); err != nil {
 		t.Fatalf("nstest: client stack: %v", err)
 	}
 	if p.Server, err = netstack.New(p.serverEP, opts.Server); err != nil {

@@ -41,6 +41,9 @@ type Stats struct {
 	DuplicateBytes uint64
 	// HoleBytes counts bytes never captured, both directions.
 	HoleBytes uint64
+	// LostFINs counts FINs the capture missed, taken from the peer's
+	// closing acknowledgment (see lostFIN).
+	LostFINs uint64
 	// Open is the number of connections currently open (including those
 	// not selected); MaxOpen its high-water mark; Closed the closed ones
 	// remembered for Config.Linger. Memory follows these, not the capture
@@ -179,8 +182,13 @@ type conn struct {
 	pendGen  uint32 // counts pending chunks, to recognise stale sealQ entries
 	chunks   int
 	firstSBB int64 // ServerBytesBefore of the first chunk
-	holes    bool
-	srvKept  int64 // server bytes handed to the feed
+	firstSO  int64 // StreamOffset of the first chunk: > 0 after lost client bytes
+
+	// The server's first data segment: whether it had an acknowledgment
+	// to tell, and whether that acknowledged client bytes (ServerFirst).
+	srvSpoke, srvAckKnown, srvAnswered bool
+	holes                              bool
+	srvKept                            int64 // server bytes handed to the feed
 
 	end    End
 	endSet bool
@@ -437,6 +445,9 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 	} else {
 		if ack {
 			b.ack(c, d, p.Ack)
+			if fl&capture.FIN != 0 || c.h[d].fin {
+				b.lostFIN(c, 1-d, p.Ack)
+			}
 		}
 		if len(p.Payload)+p.Missing > 0 {
 			b.data(c, d, seq, p)
@@ -456,6 +467,20 @@ func (b *Builder) packet(c *conn, p *capture.Packet) {
 	}
 	if c.h[cli].closed() && c.h[srv].closed() {
 		b.finish(c, true)
+	}
+}
+
+// lostFIN takes a FIN of direction e that the capture missed from the
+// peer's closing acknowledgment: a side that closes (or has closed) and
+// acknowledges exactly one past e's last byte acknowledges e's FIN (a lost
+// data byte right before a close is far less likely). Without it, a session
+// whose FIN was dropped stays open until the capture ends, and its replay
+// waits for a byte that is a FIN.
+func (b *Builder) lostFIN(c *conn, e int, ack uint32) {
+	h := &c.h[e]
+	if h.known && !h.fin && len(h.ooo) == 0 && seqDiff(ack, h.next) == 1 {
+		b.stats.LostFINs++
+		b.fin(c, e, h.next)
 	}
 }
 

@@ -77,7 +77,7 @@ func (b *Builder) addChunk(c *conn, it *item) {
 	}
 	b.seal(c)
 	if c.chunks == 0 {
-		c.firstSBB = sbb
+		c.firstSBB, c.firstSO = sbb, it.off
 	}
 	c.chunks++
 	c.pend, c.hasPend = Chunk{Offset: off, Data: clone(it.data), ServerBytesBefore: sbb, StreamOffset: it.off}, true
@@ -221,7 +221,20 @@ func (b *Builder) end(c *conn) {
 	if c.cut {
 		t.Flags |= Truncated | ServerCut
 	}
-	if !c.partial && ((c.chunks > 0 && c.firstSBB > 0) || (c.chunks == 0 && t.ServerBytes > 0)) {
+	// Server-first only when the server's bytes came before any client
+	// byte, not when the capture lost the client bytes they answered: the
+	// server's first segment acknowledged client bytes, or (without its
+	// acknowledgment) a hole precedes the first chunk or the client's
+	// bytes were all lost.
+	// No server byte captured at all (its stream is holes): nothing shows
+	// that it spoke first.
+	spokeFirst := c.srvSpoke && ((c.chunks > 0 && c.firstSBB > 0) || (c.chunks == 0 && t.ServerBytes > 0))
+	if c.srvAckKnown {
+		spokeFirst = spokeFirst && !c.srvAnswered
+	} else {
+		spokeFirst = spokeFirst && c.firstSO == 0 && (c.chunks > 0 || t.ClientBytes == 0)
+	}
+	if !c.partial && spokeFirst {
 		t.Flags |= ServerFirst
 	}
 	if c.feed != nil {

@@ -50,6 +50,18 @@ func (b *Builder) data(c *conn, d int, seq uint32, p *capture.Packet) {
 	if !h.known {
 		h.init(seq) // server stream of a handshake whose SYN-ACK was not captured
 	}
+	if d == srv && !c.srvSpoke {
+		// Whether the server's first bytes answered client bytes: its
+		// acknowledgment says so even when the capture lost those bytes.
+		c.srvSpoke = true
+		if p.Flags&capture.ACK != 0 && c.isnKnown {
+			acked := p.Ack
+			if ch := &c.h[cli]; ch.fin && seqGT(acked, ch.finSeq) {
+				acked = ch.finSeq // the client's FIN is not a byte
+			}
+			c.srvAckKnown, c.srvAnswered = true, seqGT(acked, c.isn+1)
+		}
+	}
 	pc := piece{seq: seq, data: p.Payload, missing: p.Missing, t: p.Time}
 	if p.Missing > 0 {
 		c.snap = true
@@ -285,6 +297,12 @@ func (b *Builder) flush(c *conn) {
 		for len(h.ooo) > 0 {
 			b.hole(c, d, int64(seqDiff(h.ooo[0].seq, h.next)))
 			b.drain(c, d)
+		}
+		if h.fin && seqGT(h.finSeq, h.next) && (!h.peerAckValid || seqGT(h.finSeq, h.peerAck)) {
+			// The FIN's sequence number says bytes were sent before it
+			// that the capture lost, acknowledged or not.
+			b.hole(c, d, int64(seqDiff(h.finSeq, h.next)))
+			continue
 		}
 		if h.peerAckValid {
 			limit := h.peerAck
