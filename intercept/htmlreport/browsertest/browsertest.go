@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,7 +65,16 @@ func run(t testing.TB, page string, args ...string) []byte {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// A home of its own: Chromium writes caches and crash reports there.
 	cmd.Env = append(os.Environ(), "HOME="+profile)
-	if err := cmd.Run(); err != nil {
+	// Chromium starts helper processes (zygote, renderer, GPU): they run
+	// in a process group of their own, killed whole at the deadline and
+	// once the browser has exited, so that none outlives the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	err = cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if err != nil {
 		t.Fatalf("chromium %s: %v (deadline %v)\n%s", strings.Join(args, " "), err, timeout, tail(stderr.String()))
 	}
 	return stdout.Bytes()
