@@ -17,11 +17,12 @@ TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # The Debian packages the test suite uses (`make deps` installs the missing
 # ones): ip(8), unshare/setpriv, setcap, ps, tcpdump and tshark, the real
 # servers and clients of the end-to-end suite, netcat (the Kubernetes capture
-# agent's), a C compiler for -race, and promtool (Debian's prometheus
-# package: no service is started) to check the metrics format.
+# agent's), a C compiler for -race, promtool (Debian's prometheus package: no
+# service is started) to check the metrics format, and headless Chromium
+# with a font, which loads the --html report in its tests.
 DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl netcat-openbsd \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
-        gcc libc6-dev prometheus
+        gcc libc6-dev prometheus chromium fonts-dejavu-core
 
 .DEFAULT_GOAL := help
 
@@ -64,6 +65,13 @@ bench: build ## replay each workload through the TUN + netstack and through kern
 .PHONY: bench-go
 bench-go: build ## Go benchmarks: capture decoding, the replay loop against the kernel-socket baseline
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# make screenshot: the --html report of a real replay (the demo capture,
+# through kernel sockets, to a changed build of the demo server with the
+# demo server as --baseline; no root needed), as headless Chromium shows it.
+.PHONY: screenshot
+screenshot: ## write docs/report.png, a screenshot of the --html report of a replay with a baseline (needs chromium: make deps)
+	TCOPY_TUN_HTML_SCREENSHOT=$(CURDIR)/docs/report.png $(GO) test -count=1 -run '^TestHTMLReportOfReplay$$' -v ./cmd/tcopy-tun/
 
 FUZZTIME ?= 30s
 .PHONY: fuzz

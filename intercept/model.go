@@ -66,6 +66,17 @@ type LatencyStats struct {
 	Count int64 `json:"count"`
 	Percentiles
 	FirstByte Percentiles `json:"first_byte"`
+	// Histogram is the distribution of the response times to the last
+	// byte, for plots (the HTML report): its non-empty buckets in
+	// increasing order. It is not part of the JSON report.
+	Histogram []LatencyBucket `json:"-"`
+}
+
+// LatencyBucket is one bucket of a latency histogram: Count response
+// times of at most UpperUS microseconds (and above the previous bucket's).
+type LatencyBucket struct {
+	UpperUS float64
+	Count   int64
 }
 
 // LatencyRatio compares the target's response times with the

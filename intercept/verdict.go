@@ -576,7 +576,26 @@ func (h *latHist) percentiles() Percentiles {
 }
 
 func (h *latHist) stats(first *latHist) LatencyStats {
-	return LatencyStats{Count: h.count, Percentiles: h.percentiles(), FirstByte: first.percentiles()}
+	return LatencyStats{Count: h.count, Percentiles: h.percentiles(), FirstByte: first.percentiles(), Histogram: h.buckets()}
+}
+
+// buckets lists the non-empty buckets in order, each with its upper bound
+// (capped by the maximum, as quantile is).
+func (h *latHist) buckets() []LatencyBucket {
+	if h.count == 0 {
+		return nil
+	}
+	keys := make([]int, 0, len(h.b))
+	for k := range h.b {
+		keys = append(keys, int(k))
+	}
+	sort.Ints(keys)
+	out := make([]LatencyBucket, len(keys))
+	for i, k := range keys {
+		up := min(int64(latLower(k+1))-1, h.max)
+		out[i] = LatencyBucket{UpperUS: math.Round(float64(up)/10) / 100, Count: h.b[uint16(k)]}
+	}
+	return out
 }
 
 // counts is RequestTotals over the requests judged so far, without the

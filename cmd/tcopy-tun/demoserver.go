@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // demoServer is the bundled target of `tcopy-tun demo`: a small HTTP/1.1
@@ -22,14 +23,21 @@ type demoServer struct {
 	ln net.Listener
 	wg sync.WaitGroup
 
+	// tweak, when set, changes an answer: a test's candidate build that
+	// answers a route differently, or later. nil for the demo.
+	tweak func(method, target, body string) (string, time.Duration)
+
 	mu       sync.Mutex
 	conns    int
 	requests map[string]int // "METHOD path" → count
 	bodyLen  int64
 }
 
-func newDemoServer(ln net.Listener) *demoServer {
-	s := &demoServer{ln: ln, requests: map[string]int{}}
+func newDemoServer(ln net.Listener) *demoServer { return newTweakedDemoServer(ln, nil) }
+
+// newTweakedDemoServer serves with tweak changing the answers (nil: none).
+func newTweakedDemoServer(ln net.Listener, tweak func(method, target, body string) (string, time.Duration)) *demoServer {
+	s := &demoServer{ln: ln, requests: map[string]int{}, tweak: tweak}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -88,6 +96,11 @@ func (s *demoServer) handle(c net.Conn) {
 		body := "hello " + target + "\n"
 		if method == "POST" {
 			body = fmt.Sprintf("got %d bytes\n", n)
+		}
+		if s.tweak != nil {
+			var delay time.Duration
+			body, delay = s.tweak(method, target, body)
+			time.Sleep(delay)
 		}
 		closing := strings.EqualFold(hdr.Get("Connection"), "close")
 		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n", len(body))

@@ -24,7 +24,9 @@ func TestDependencyBoundaries(t *testing.T) {
 		"netstack":       {"github.com/gopacket/gopacket", mod + "replay", mod + "tun", mod + "intercept", prom},
 		"tun":            {gvisor, "github.com/gopacket/gopacket", mod + "replay", mod + "netstack", mod + "intercept", prom},
 		"intercept":      {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
-		"replay/metrics": {gvisor, mod + "netstack", mod + "tun", "github.com/vishvananda/netlink"},
+		// The HTML page is drawn from the report alone.
+		"intercept/htmlreport": {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/metrics":       {gvisor, mod + "netstack", mod + "tun", "github.com/vishvananda/netlink"},
 		// sigs.k8s.io/yaml is for the tests only (they read deploy/'s
 		// manifests): the command itself must not carry it.
 		"cmd/tcopy-tun": {"sigs.k8s.io/yaml"},

@@ -45,6 +45,7 @@ type replayFlags struct {
 	forward    bool
 	runID      uint64
 	report     string
+	html       string // --html FILE: the report as one self-contained page
 	// writePcap: --write-pcap FILE, pcapng of the replayed traffic as the
 	// netstack saw it (TUN path only).
 	writePcap string
@@ -192,6 +193,7 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	fs.BoolVar(&f.forward, "forward", false, "the target is on another host: forward between the TUN and the interface towards it (see README)")
 	fs.Uint64Var(&f.runID, "run-id", 0, "seed of the client address mapping (default: random, so back-to-back runs never reuse a 4-tuple)")
 	fs.StringVar(&f.report, "report", "", "write the report as JSON to `FILE` (- for standard output)")
+	fs.StringVar(&f.html, "html", "", "write the report as one self-contained HTML page to `FILE` (- for standard output): summary, latency plots, routes, regressed answers side by side")
 	fs.StringVar(&f.writePcap, "write-pcap", "", "write the replayed traffic, as tcopy-tun's TCP stack saw it, as pcapng to `FILE` (- for standard output); each connection's first packet names its session (--via tun only)")
 	fs.IntVar(&f.pcapSnap, "write-pcap-snaplen", 0, "keep only the first `N` bytes of each packet in --write-pcap (0: whole packets; at least "+fmt.Sprint(intercept.MinPcapSnapLen)+", which keeps the headers): a fraction of the cost for bulk transfers")
 	fs.StringVar(&f.progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
@@ -322,6 +324,13 @@ func parseReplayFlagsLookup(args []string, out io.Writer, lookup lookupFunc) (*r
 	}
 	if f.writePcap == "-" && f.report == "-" {
 		return nil, fmt.Errorf("--write-pcap - and --report - cannot both use standard output")
+	}
+	if f.html == "-" && (f.report == "-" || f.writePcap == "-") {
+		other := "--report"
+		if f.writePcap == "-" {
+			other = "--write-pcap"
+		}
+		return nil, fmt.Errorf("--html - and %s - cannot both use standard output", other)
 	}
 	f.link = netstack.LinkKind(*link)
 	if !validLink(f.link) {

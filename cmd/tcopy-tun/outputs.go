@@ -27,6 +27,7 @@ type outputs struct {
 func outputFlags(f *replayFlags) []outputFlag {
 	return []outputFlag{
 		{"--report", f.report},
+		{"--html", f.html},
 		{"--write-pcap", f.writePcap},
 	}
 }
@@ -94,6 +95,9 @@ func openOutputs(e env, f *replayFlags) (*outputs, error) {
 // (also after an interrupt), in order; the first error stops it.
 func writeOutputs(o *outputs, res *runResult) error {
 	if err := o.write("--report", res.report.out.WriteJSON); err != nil {
+		return err
+	}
+	if err := o.write("--html", writeHTML(res.report)); err != nil {
 		return err
 	}
 	return nil

@@ -59,6 +59,18 @@ func TestOutputsOpenedFirst(t *testing.T) {
 			name: "both on standard output", args: []string{"--via", "tun", "--report", "-", "--write-pcap", "-"},
 			code: exitUsage, msg: "tcopy-tun: --write-pcap - and --report - cannot both use standard output",
 		},
+		{
+			name: "html in a missing directory", args: []string{"--via", "socket", "--html", "/nonexistent/x.html"},
+			code: exitUsage, msg: "tcopy-tun: --html: open /nonexistent/x.html: no such file or directory",
+		},
+		{
+			name: "html and report the same file", args: []string{"--via", "socket", "--report", "DIR/out", "--html", "DIR/out"},
+			code: exitUsage, msg: `tcopy-tun: --report and --html name the same file "DIR/out"`,
+		},
+		{
+			name: "html and report on standard output", args: []string{"--via", "socket", "--report", "-", "--html", "-"},
+			code: exitUsage, msg: "tcopy-tun: --html - and --report - cannot both use standard output",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startInProcessServer(t)

@@ -262,9 +262,10 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	// out while the slow answer is still to come (it would then wait
 	// behind it on the connection, and count its wait).
 	replayPcap := filepath.Join(e.dir, "replayed.pcapng")
+	page := filepath.Join(e.dir, "compare.html")
 	r, stderr := compareReplay(t, e, 1, "--pcap", cp.file, "--server", addr(comparePortA),
 		"--target", addr(comparePortC), "--baseline", addr(comparePortB), "--quiet-timeout", "2s",
-		"--write-pcap", replayPcap)
+		"--write-pcap", replayPcap, "--html", page)
 	t.Logf("tcopy-tun:\n%s", stderr)
 
 	// The replay's own pcapng: tshark reads one conversation per replayed
@@ -342,6 +343,7 @@ func TestPrivilegedCompareHTTP(t *testing.T) {
 	if !strings.Contains(stderr, "requests regressed") {
 		t.Errorf("stderr does not say that requests regressed:\n%s", stderr)
 	}
+	checkCompareHTML(t, page)
 
 	// A rule for the changed field: no regression left, exit 0 ...
 	rules := filepath.Join(e.dir, "ignore.yaml")
