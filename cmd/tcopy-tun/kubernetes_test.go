@@ -397,11 +397,12 @@ func containerLike(caps []string, args ...string) []string {
 // the pod's network namespace (a namespace whose address stands for the pod
 // IP, with the server under test, a real nginx, listening there), as uid 0
 // with only the capabilities the manifest adds, /proc/sys read-only. Its
-// args come from the manifest with $(POD_IP) set to the pod's address;
-// --pcap-listen is replaced by --pcap FILE (the sessions arrive from a file
-// instead of a capture agent), and --metrics is dropped if this build lacks
-// it. Every session must reach nginx once, from a client address in the
-// TUN's range. The same args with 127.0.0.1 as the target must fail: the
+// args come from the manifest with $(POD_IP) set to the pod's address, and
+// --duration added so that it ends by itself. A capture agent in another
+// namespace (nc, as the DaemonSet's script runs it) sends it a capture
+// through its --pcap-listen, which must admit the agent by the manifest's
+// --pcap-allow. Every session must reach nginx once, from a client address
+// in the TUN's range. The same args with 127.0.0.1 as the target must fail: the
 // TUN path cannot set route_localnet on a read-only /proc/sys, which is why
 // the manifest targets the pod's address.
 func TestPrivilegedKubernetesSidecar(t *testing.T) {
@@ -461,9 +462,6 @@ func TestPrivilegedKubernetesSidecar(t *testing.T) {
 	for i := 0; i < len(c.Args); i++ {
 		a := k8sExpand(c.Args[i], env)
 		switch {
-		case a == "--pcap-listen" && i+1 < len(c.Args):
-			args = append(args, "--pcap", pcap)
-			i++
 		case a == "--metrics" && i+1 < len(c.Args) && !strings.Contains(string(help), "-metrics"):
 			t.Logf("this build has no --metrics: dropped --metrics %s", c.Args[i+1])
 			i++
@@ -475,7 +473,18 @@ func TestPrivilegedKubernetesSidecar(t *testing.T) {
 		}
 	}
 	reportFile := filepath.Join(e.dir, "sidecar-report.json")
-	args = append(args, "--report", reportFile)
+	live := append(slices.Clone(args), "--report", reportFile, "--duration", "8s")
+	// The same args reading the capture from a file (for the check
+	// below): without the capture agents' flags.
+	var fromFile []string
+	for i := 0; i < len(args); i++ {
+		if (args[i] == "--pcap-listen" || args[i] == "--pcap-allow") && i+1 < len(args) {
+			i++
+			continue
+		}
+		fromFile = append(fromFile, args[i])
+	}
+	args = append(fromFile, "--pcap", pcap, "--report", reportFile)
 	t.Logf("sidecar: tcopy-tun %q", args)
 
 	// The confinement is real: /proc/sys is read-only in it.
@@ -484,9 +493,16 @@ func TestPrivilegedKubernetesSidecar(t *testing.T) {
 	}
 
 	srv := nginxServer{}.start(t, e, "sidecar").(*nginxInstance)
-	p := startProc(t, e.srv, "tcopy-tun sidecar", containerLike(c.SecurityContext.Capabilities.Add, append([]string{bin}, args...)...)...)
+	p := startProc(t, e.srv, "tcopy-tun sidecar", containerLike(c.SecurityContext.Capabilities.Add, append([]string{bin}, live...)...)...)
+	p.waitListening(t, e.cli, fmt.Sprintf("%s:%d", realServerIP, 57012))
+	// The agent: a capture stream over TCP from the client namespace's
+	// address (inside the manifest's --pcap-allow).
+	runClient(t, e.cli, "sh", "-c", fmt.Sprintf("nc -N %s 57012 < %s", realServerIP, pcap))
 	if err := p.wait(t, realReplayTimeout); err != nil {
 		t.Fatalf("sidecar: %v\n%s", err, p.out.String())
+	}
+	if !strings.Contains(p.out.String(), "agent") {
+		t.Errorf("the sidecar's output does not mention the capture agent:\n%s", p.out.String())
 	}
 
 	// 127.0.0.1 needs route_localnet on the TUN: refused under the same
