@@ -115,6 +115,14 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	if r.Err == nil && r.Outcome == OK && sr.lossy {
 		r.Outcome = Incomplete
 	}
+	if r.Outcome == Reset && (sr.lossy || holes) {
+		// A target that reset a connection whose capture lost bytes was
+		// sent what the client did not send as captured (bytes missing,
+		// or a later connection on the same 4-tuple whose handshake was
+		// lost, taken for more of this one): the capture's failure, not
+		// the target's. The error stays in the result.
+		r.Outcome = Incomplete
+	}
 	// Bytes, chunks and deviations were counted as they happened (a
 	// session may run for days); the outcome is known now.
 	st.outcomes[r.Outcome].Add(1)

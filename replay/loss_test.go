@@ -30,6 +30,12 @@ func TestCaptureLossReplay(t *testing.T) {
 			if err != nil {
 				return
 			}
+			if line == "RESET\n" {
+				// A target that resets the connection at this request.
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				return
+			}
 			c.Write([]byte(line))
 		}
 	})
@@ -53,6 +59,26 @@ func TestCaptureLossReplay(t *testing.T) {
 			},
 			End: session.EndClientFIN, Flags: session.Holes,
 			Holes: []session.Hole{{Offset: 7, Len: 7}},
+		},
+		// A request lost, and the target resets at the next one: with a
+		// capture this incomplete, not the target's failure.
+		{
+			Client: cl, Server: srv, ClientBytes: 20, ServerBytes: 14, ServerData: []byte("GET /1\nGET /2\n"),
+			Chunks: []session.Chunk{
+				{Data: []byte("GET /1\n")},
+				{Data: []byte("RESET\n"), StreamOffset: 14, ServerBytesBefore: 14},
+			},
+			End: session.EndClientFIN, Flags: session.Holes,
+			Holes: []session.Hole{{Offset: 7, Len: 7}},
+		},
+		// The same reset with a complete capture: the target's failure.
+		{
+			Client: cl, Server: srv, ClientBytes: 13, ServerBytes: 7, ServerData: []byte("GET /1\n"),
+			Chunks: []session.Chunk{
+				{Data: []byte("GET /1\n")},
+				{Data: []byte("RESET\n"), StreamOffset: 7, ServerBytesBefore: 7},
+			},
+			End: session.EndClientFIN,
 		},
 		// The same without loss: a plain success, for contrast.
 		{
@@ -88,20 +114,20 @@ func TestCaptureLossReplay(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("the replay waited for answers to lost requests until the test gave up: %+v", sum)
 	}
-	if sum.Incomplete != 2 || sum.Succeeded != 1 || sum.Failed.Total() != 0 {
-		t.Errorf("incomplete %d, succeeded %d, failed %d; want 2, 1, 0", sum.Incomplete, sum.Succeeded, sum.Failed.Total())
+	if sum.Incomplete != 3 || sum.Succeeded != 1 || sum.Failed.Total() != 1 || sum.Failed.Reset != 1 {
+		t.Errorf("incomplete %d, succeeded %d, failed %+v; want 3, 1, one reset (the complete capture's)", sum.Incomplete, sum.Succeeded, sum.Failed)
 	}
 	d := sum.Deviations
-	if d.LostTurns != 2 || d.TurnTimeouts != 0 || d.CloseTimeouts != 0 || d.EarlyClose != 0 {
-		t.Errorf("deviations %+v; want 2 lost turns and nothing else", d)
+	if d.LostTurns != 3 || d.TurnTimeouts != 0 || d.CloseTimeouts != 0 || d.EarlyClose != 0 {
+		t.Errorf("deviations %+v; want 3 lost turns and nothing else", d)
 	}
 	for _, r := range results {
 		if r.Outcome == Incomplete && r.Deviations.LostTurns != 1 {
 			t.Errorf("an incomplete session with %d lost turns, want 1: %+v", r.Deviations.LostTurns, r)
 		}
 	}
-	if sum.BytesSent != 0+14+14 || sum.BytesReceived != 0+14+14 {
-		t.Errorf("sent %d, received %d; want 28, 28", sum.BytesSent, sum.BytesReceived)
+	if sum.BytesSent != 0+14+13+13+14 || sum.BytesReceived != 0+14+7+7+14 {
+		t.Errorf("sent %d, received %d; want 54, 42", sum.BytesSent, sum.BytesReceived)
 	}
 }
 

@@ -125,6 +125,11 @@ func overloadRun(t *testing.T, stop string) {
 	}
 	if failed != 0 {
 		t.Errorf("%d sessions failed: capture loss must not be taken for the target's failure", failed)
+		for i, row := range got.R {
+			if row.Outcome != "ok" && row.Outcome != "capture-incomplete" {
+				t.Logf("failed: %s", rowJSON(b, i))
+			}
+		}
 	}
 	if succeeded+incomplete != replayed || int64(len(got.R)) != replayed {
 		t.Errorf("%d ok + %d capture-incomplete != %d replayed (%d rows)", succeeded, incomplete, replayed, len(got.R))
