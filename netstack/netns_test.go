@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -146,6 +147,13 @@ func (env *loopEnv) setup(mtu int, vnet bool) error {
 	if err := netlink.LinkSetUp(targets); err != nil {
 		return fmt.Errorf("%s up: %w", targets.Attrs().Name, err)
 	}
+	// An IPv6 address without DAD is bindable at once, but the kernel
+	// installs its local route from a work queue: until then a SYN to it
+	// that arrives from the TUN is answered "no route" (ICMPv6), and the
+	// dial fails with "network is unreachable" (seen on a loaded machine).
+	if err := waitLocalRoute(nsTargetV6, 5*time.Second); err != nil {
+		return err
+	}
 
 	tfd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -203,6 +211,21 @@ func (env *loopEnv) setup(mtu int, vnet bool) error {
 		}
 	}
 	return nil
+}
+
+// waitLocalRoute waits until the kernel routes a to itself (a local route).
+func waitLocalRoute(a netip.Addr, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		rs, err := netlink.RouteGet(a.AsSlice())
+		if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the kernel has no local route for %s after %v (%v, %v)", a, limit, rs, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // inNS runs fn on a fresh OS thread inside the namespace (sockets created
