@@ -40,6 +40,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return runSysctl(args[1:])
 		case "gen":
 			return runGen(args[1:], stderr)
+		case "load":
+			return runLoad(args[1:], stdout, stderr)
 		}
 	}
 	o, err := parseFlags(args, stderr)
@@ -80,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var list, vias, extra, env string
 	exe, _ := os.Executable()
 	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
-	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million")
+	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million, live")
 	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
 	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, upload, timing and million)")
@@ -194,6 +196,8 @@ type workloadResult struct {
 	Socket  *runResult   `json:"socket,omitempty"`
 	Ratio   float64      `json:"ratio,omitempty"`
 	Targets []goalResult `json:"targets,omitempty"`
+	// Live is the live workload's search, one per path.
+	Live []*liveSearch `json:"live,omitempty"`
 }
 
 type goalResult struct {
@@ -271,6 +275,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	}
 	made := map[string]gen{}
 	failed := false
+	var live *liveEnv // set up by the first live workload
 	for _, w := range o.workloads {
 		if ctx.Err() != nil {
 			break
@@ -304,6 +309,26 @@ func (h *harness) run(ctx context.Context) (code int) {
 		runs := o.runs
 		if runs == 0 {
 			runs = max(w.Runs, 1)
+		}
+		if w.Live != nil {
+			if live == nil {
+				if live, err = h.startLive(ctx, ns, self, tgt, tmp, w); err != nil {
+					h.logf("%v", err)
+					failed = true
+					continue
+				}
+				defer live.source.stop()
+			}
+			offline := func(via string) (float64, string, error) {
+				return h.offlineRate(ctx, rep, ro, w, via, runs)
+			}
+			if h.runLive(ctx, live, wr, offline) {
+				failed = true
+			}
+			if uses[k]--; uses[k] == 0 && !o.keep {
+				os.Remove(g.path)
+			}
+			continue
 		}
 		for r := 0; r < runs && ctx.Err() == nil; r++ {
 			vias := o.vias

@@ -224,6 +224,11 @@ type reportHead struct {
 		BytesReceived int64            `json:"bytes_received"`
 		ChunkLateness lateness         `json:"chunk_lateness"`
 		StartLateness lateness         `json:"start_lateness"`
+		// Live copy: packets the kernel dropped, sessions the capture
+		// lacked parts of, the lag from capture to write.
+		CaptureDrops int64    `json:"capture_drops"`
+		Incomplete   int64    `json:"sessions_capture_incomplete"`
+		LiveLag      lateness `json:"live_lag"`
 	} `json:"summary"`
 	Totals struct {
 		Match map[string]int64 `json:"match"`
