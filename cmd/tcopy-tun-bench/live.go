@@ -65,6 +65,7 @@ type liveStep struct {
 	// wait4), the load generator's, the source server's and the target's.
 	CPU        float64 `json:"tcopy_tun_cpu_seconds"`
 	CPUShare   float64 `json:"tcopy_tun_cpu_per_load_second"` // CPU over the load's wall time: 1.0 is one core
+	CPUPer1k   float64 `json:"tcopy_tun_cpu_seconds_per_1000_sessions"`
 	LoadCPU    float64 `json:"load_cpu_seconds"`
 	SourceCPU  float64 `json:"source_cpu_seconds"`
 	TargetCPU  float64 `json:"target_cpu_seconds"`
@@ -132,6 +133,13 @@ type liveSearch struct {
 	Offline     float64 `json:"offline_sessions_per_second"`
 	OfflineFrom string  `json:"offline_from,omitempty"`
 	Ratio       float64 `json:"live_offline_ratio,omitempty"`
+	// OfflineCPUPer1k is tcopy-tun's CPU per 1,000 sessions offline, to
+	// set beside the live steps' (the capture's own cost per session).
+	OfflineCPUPer1k float64 `json:"offline_cpu_seconds_per_1000_sessions,omitempty"`
+	// OthersCPUPer1k is what the load generator and the source server
+	// spent per 1,000 sessions in the best step: CPU the offline replay
+	// does not share its cores with.
+	OthersCPUPer1k float64 `json:"load_and_source_cpu_seconds_per_1000_sessions,omitempty"`
 	Error       string  `json:"error,omitempty"`
 }
 
@@ -233,9 +241,9 @@ func (s *liveStep) line() string {
 	if s.Error != "" {
 		return fmt.Sprintf("asked %.0f/s: %s", s.RateAsked, verdict)
 	}
-	return fmt.Sprintf("asked %.0f/s, load %.0f/s (%d sessions, %d failed, %d missed); drops %d; replayed %d, ok %d, capture-incomplete %d, not started %d; lag p50 %s p99 %s max %s; tcopy-tun CPU %.2f s (%.2f of a core); exit %.1fs after the stop: %s",
+	return fmt.Sprintf("asked %.0f/s, load %.0f/s (%d sessions, %d failed, %d missed); drops %d; replayed %d, ok %d, capture-incomplete %d, not started %d; lag p50 %s p99 %s max %s; CPU s: tcopy-tun %.2f (%.2f of a core, %.3f s/1k sessions), load %.2f, source %.2f, target %.2f; exit %.1fs after the stop: %s",
 		s.RateAsked, s.RateAchieved, s.LoadOK, s.LoadFailed, s.LoadMissed, s.CaptureDrops, s.Replayed, s.Succeeded, s.Incomplete, s.NotStarted,
-		usDur(s.Lag.P50us), usDur(s.Lag.P99us), usDur(s.Lag.Maxus), s.CPU, s.CPUShare, s.StopToExit, verdict)
+		usDur(s.Lag.P50us), usDur(s.Lag.P99us), usDur(s.Lag.Maxus), s.CPU, s.CPUShare, s.CPUPer1k, s.LoadCPU, s.SourceCPU, s.TargetCPU, s.StopToExit, verdict)
 }
 
 // best is the step at the highest rate followed (nil: none).

@@ -28,10 +28,20 @@ import (
 // The source is on a port of its own, so the capture's port filter leaves
 // the replay's own traffic to the target (over lo with --via socket) in the
 // kernel.
+//
+// The load comes from 1,000 client addresses of liveClientNet, as the short
+// capture's sessions do (a local route on lo makes them the namespace's
+// own), and the source thinks for the capture's think time before each
+// answer: the sessions have the capture's shape, so the causal order and
+// the per-host peer rule constrain the live replay as they do the offline
+// one. (From one address with instant answers, every session would start
+// after the previous one ended: the replay would be serial by causal order,
+// unlike the capture it is compared with.)
 const (
 	liveSourceIf   = "src0"
 	liveSourcePfx  = "10.99.0.1/24"
 	liveSourceAddr = "10.99.0.1:9080"
+	liveClientNet  = "10.98.0.0/16"
 )
 
 // liveEnv is what the steps share: the source server and the parameters.
@@ -45,6 +55,8 @@ type liveEnv struct {
 	extra   []string
 	env     []string
 	spec    liveSpec
+	clients int   // client addresses of the load (the short capture's)
+	body    int64 // answer body size (the short capture's)
 	logf    func(string, ...any)
 	timeout time.Duration // bound on one tcopy-tun process
 }
@@ -74,7 +86,7 @@ func (n *netns) addDummy(ctx context.Context, name, prefix string) error {
 // runLive is the live workload: for each path, the search, then the
 // offline reference and the ratio. offline returns the offline replay rate
 // of the short capture through a path (and where it came from).
-func (h *harness) runLive(ctx context.Context, e *liveEnv, wr *workloadResult, offline func(via string) (float64, string, error)) (failed bool) {
+func (h *harness) runLive(ctx context.Context, e *liveEnv, wr *workloadResult, offline func(via string) (rate, cpuPer1k float64, from string, err error)) (failed bool) {
 	for _, via := range h.opts.vias {
 		if ctx.Err() != nil {
 			return failed
@@ -101,7 +113,7 @@ func (h *harness) runLive(ctx context.Context, e *liveEnv, wr *workloadResult, o
 			failed = true
 			continue
 		}
-		off, from, err := offline(via)
+		off, offCPU, from, err := offline(via)
 		if err != nil {
 			if ctx.Err() != nil {
 				return failed
@@ -111,9 +123,12 @@ func (h *harness) runLive(ctx context.Context, e *liveEnv, wr *workloadResult, o
 			failed = true
 			continue
 		}
-		ls.Offline, ls.OfflineFrom = off, from
+		ls.Offline, ls.OfflineFrom, ls.OfflineCPUPer1k = off, from, offCPU
 		if off > 0 {
 			ls.Ratio = ls.Achieved / off
+		}
+		if b := ls.best(); b != nil && b.LoadOK > 0 {
+			ls.OthersCPUPer1k = (b.LoadCPU + b.SourceCPU) / float64(b.LoadOK) * 1000
 		}
 		h.logf("live %-6s followed up to %.0f/s (load %.0f/s); offline %.0f/s (%s): ratio %.2f", via, ls.MaxFollowed, ls.Achieved, off, from, ls.Ratio)
 		if via == "tun" {
@@ -216,6 +231,9 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 	if lr.Seconds > 0 {
 		st.CPUShare = st.CPU / lr.Seconds
 	}
+	if lr.OK > 0 {
+		st.CPUPer1k = st.CPU / float64(lr.OK) * 1000
+	}
 	var ee *exec.ExitError
 	if werr != nil && !(errors.As(werr, &ee) && ee.ExitCode() == 1) {
 		// Exit 1 is a copy in which some sessions failed: a result. Else
@@ -249,7 +267,8 @@ func (e *liveEnv) runLoad(ctx context.Context, rate float64) (loadResult, float6
 	lctx, cancel := context.WithTimeout(ctx, e.spec.Trial+time.Minute)
 	defer cancel()
 	cmd := e.ns.command(lctx, e.self, "load", "-addr", liveSourceAddr, "-rate", strconv.FormatFloat(rate, 'f', -1, 64),
-		"-duration", e.spec.Trial.String(), "-n", strconv.FormatInt(n, 10))
+		"-duration", e.spec.Trial.String(), "-n", strconv.FormatInt(n, 10),
+		"-client-net", liveClientNet, "-clients", strconv.Itoa(e.clients), "-body", strconv.FormatInt(e.body, 10))
 	var out bytes.Buffer
 	stderr := &tailBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = &out, stderr
@@ -344,12 +363,15 @@ func (h *harness) startLive(ctx context.Context, ns *netns, self string, tgt *ta
 	if err := ns.addDummy(ctx, liveSourceIf, liveSourcePfx); err != nil {
 		return nil, fmt.Errorf("live: %w", err)
 	}
-	src, err := startTarget(ctx, ns, self, liveSourceAddr)
+	if out, err := exec.CommandContext(ctx, "ip", "-n", ns.name, "route", "add", "local", liveClientNet, "dev", "lo").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("live: namespace %s: ip route add local %s dev lo: %v: %s", ns.name, liveClientNet, err, bytes.TrimSpace(out))
+	}
+	src, err := startTarget(ctx, ns, self, liveSourceAddr, "-think", w.Capture.Think.String())
 	if err != nil {
 		return nil, fmt.Errorf("live: source server: %w", err)
 	}
 	return &liveEnv{ns: ns, self: self, tcopy: h.opts.tcopy, source: src, target: tgt, tmp: tmp,
-		extra: h.opts.extra, env: h.opts.env, spec: *w.Live, logf: h.logf,
+		extra: h.opts.extra, env: h.opts.env, spec: *w.Live, logf: h.logf, clients: w.Capture.Clients, body: w.Capture.Body,
 		// Readiness (10 s), the load, the settling, the exit: far
 		// beyond a healthy step, short enough that a hung one ends.
 		timeout: w.Live.Trial + w.Live.Settle + 90*time.Second}, nil
@@ -359,7 +381,7 @@ func (h *harness) startLive(ctx context.Context, ns *netns, self string, tgt *ta
 // the short workload's capture through via: the short workload's median
 // from this run when it ran before with the same capture, else the median
 // of runs replays made here.
-func (h *harness) offlineRate(ctx context.Context, rep *benchReport, ro replayOpts, w *workload, via string, runs int) (float64, string, error) {
+func (h *harness) offlineRate(ctx context.Context, rep *benchReport, ro replayOpts, w *workload, via string, runs int) (rate, cpuPer1k float64, from string, err error) {
 	for _, wr := range rep.Workloads {
 		if wr.Name != "short" || wr.Capture.key() != w.Capture.key() {
 			continue
@@ -369,24 +391,24 @@ func (h *harness) offlineRate(ctx context.Context, rep *benchReport, ro replayOp
 			r = wr.Socket
 		}
 		if r != nil && r.Error == "" && r.SessionsPerSec > 0 {
-			return r.SessionsPerSec, "short workload of this run", nil
+			return r.SessionsPerSec, r.CPUPer1k, "short workload of this run", nil
 		}
 	}
 	var rs []*runResult
 	for i := 0; i < runs && ctx.Err() == nil; i++ {
 		res, err := runReplay(ctx, ro, w, via)
 		if err != nil {
-			return 0, "", err
+			return 0, 0, "", err
 		}
 		h.logf("live %-6s offline reference: %s", via, res.line())
 		rs = append(rs, res)
 	}
 	if ctx.Err() != nil {
-		return 0, "", ctx.Err()
+		return 0, 0, "", ctx.Err()
 	}
 	m := median(rs, via, "sessions_per_second")
 	if m == nil {
-		return 0, "", fmt.Errorf("offline reference via %s: no completed replay", via)
+		return 0, 0, "", fmt.Errorf("offline reference via %s: no completed replay", via)
 	}
-	return m.SessionsPerSec, fmt.Sprintf("short capture replayed here, median of %d", len(rs)), nil
+	return m.SessionsPerSec, m.CPUPer1k, fmt.Sprintf("short capture replayed here, median of %d", len(rs)), nil
 }

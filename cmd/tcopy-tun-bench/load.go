@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -62,6 +63,10 @@ type loadOpts struct {
 	maxInflight    int64
 	body           int64
 	sessionTimeout time.Duration
+	// clients, if set, are the client addresses the sessions come from,
+	// in turn (session i from clients[i%len]): the short capture's 1,000
+	// client hosts, which causal order and the per-host peer rule see.
+	clients []netip.Addr
 }
 
 // runLoad is `tcopy-tun-bench load`.
@@ -76,11 +81,20 @@ func runLoad(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&o.maxInflight, "max-inflight", 2000, "sessions open at once at most; a start due past that is missed")
 	fs.Int64Var(&o.body, "body", 256, "answer body size asked for, in bytes")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "deadline of one session")
+	clientNet := fs.String("client-net", "", "open sessions from `PREFIX`'s addresses (they must be local, e.g. a local route on lo)")
+	clients := fs.Int("clients", 1000, "with -client-net: how many of its addresses, in turn")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *clientNet != "" {
+		var err error
+		if o.clients, err = clientAddrs(*clientNet, *clients); err != nil {
+			fmt.Fprintf(stderr, "tcopy-tun-bench load: -client-net: %v\n", err)
+			return exitUsage
+		}
 	}
 	if err := o.check(); err != nil {
 		fmt.Fprintf(stderr, "tcopy-tun-bench load: %v\n", err)
@@ -148,7 +162,11 @@ func generateLoad(o loadOpts, stop <-chan struct{}) loadResult {
 	session := func(i int64) {
 		defer wg.Done()
 		defer inflight.Add(-1)
-		err := loadSession(o.addr, o.body, i, expect, o.sessionTimeout)
+		var from netip.Addr
+		if len(o.clients) > 0 {
+			from = o.clients[i%int64(len(o.clients))]
+		}
+		err := loadSession(o.addr, from, o.body, i, expect, o.sessionTimeout)
 		if err != nil {
 			failed.Add(1)
 			errOnce.Do(func() { firstErr = fmt.Sprintf("session %d: %v", i, err) })
@@ -212,9 +230,13 @@ loop:
 // loadSession is one short session: connect, one GET with
 // Connection: close, read the answer to the server's close, check its
 // length, close.
-func loadSession(addr string, body, i, expect int64, timeout time.Duration) error {
+func loadSession(addr string, from netip.Addr, body, i, expect int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	d := net.Dialer{Deadline: deadline}
+	if from.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -240,6 +262,27 @@ func loadSession(addr string, body, i, expect int64, timeout time.Duration) erro
 		return fmt.Errorf("answer of %d bytes, want %d", got, expect)
 	}
 	return nil
+}
+
+// clientAddrs returns the first n addresses of prefix after its network
+// address.
+func clientAddrs(prefix string, n int) ([]netip.Addr, error) {
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	p = p.Masked()
+	if n < 1 || n > 65536 {
+		return nil, fmt.Errorf("%d clients: want 1 to 65536", n)
+	}
+	out := make([]netip.Addr, 0, n)
+	for a := p.Addr().Next(); len(out) < n; a = a.Next() {
+		if !a.IsValid() || !p.Contains(a) {
+			return nil, fmt.Errorf("%s holds fewer than %d addresses", p, n)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // percentile returns the p-quantile of d (sorted in place), 0 if empty.

@@ -73,6 +73,11 @@ type options struct {
 	runTimeout time.Duration
 	listen     string
 	keep       bool
+	// liveRate, if set, replaces the live workload's search by one step
+	// at that rate per path (to profile or reproduce one point).
+	liveRate float64
+	// liveTrial, if set, is the length of each live step.
+	liveTrial time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -94,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.runTimeout, "run-timeout", 0, "bound on one replay (default 2m plus 1ms per session of the capture)")
 	fs.StringVar(&o.listen, "target", "127.0.0.1:8080", "address the target listens on, inside the namespace")
 	fs.BoolVar(&o.keep, "keep", false, "keep the generated captures (their paths are printed)")
+	fs.Float64Var(&o.liveRate, "live-rate", 0, "live workload: one step at this rate (sessions/s) per path instead of the search")
+	fs.DurationVar(&o.liveTrial, "live-step", 0, "live workload: the load's length in each step (default 4s, 1s with -quick)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tcopy-tun-bench [flags]   (root: it creates a network namespace)\n\n"+
 			"Generates captures, starts an HTTP/1.1 target in a private namespace, replays each\n"+
@@ -127,6 +134,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if len(o.vias) == 0 {
 		return nil, fmt.Errorf("-via: no path to measure")
+	}
+	if o.liveRate < 0 || o.liveRate > 1e6 {
+		return nil, fmt.Errorf("-live-rate %v: want 0 (search) to 1000000 sessions/s", o.liveRate)
+	}
+	if o.liveTrial < 0 || o.liveTrial > 5*time.Minute {
+		return nil, fmt.Errorf("-live-step %v: want 0 (default) to 5m", o.liveTrial)
+	}
+	for _, w := range o.workloads {
+		if w.Live == nil {
+			continue
+		}
+		if o.liveRate > 0 {
+			w.Live.Start, w.Live.MaxGrow, w.Live.Bisect = o.liveRate, 1, 0
+		}
+		if o.liveTrial > 0 {
+			w.Live.Trial = o.liveTrial
+		}
 	}
 	if o.runs < 0 || o.runs > 20 {
 		return nil, fmt.Errorf("-runs %d: want 1 to 20", o.runs)
@@ -319,7 +343,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 				}
 				defer live.source.stop()
 			}
-			offline := func(via string) (float64, string, error) {
+			offline := func(via string) (float64, float64, string, error) {
 				return h.offlineRate(ctx, rep, ro, w, via, runs)
 			}
 			if h.runLive(ctx, live, wr, offline) {

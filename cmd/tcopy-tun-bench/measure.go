@@ -32,7 +32,8 @@ type target struct {
 
 // startTarget starts `tcopy-tun-bench serve` in the namespace and waits for
 // it to listen.
-func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, error) {
+// extra are more `serve` flags.
+func startTarget(ctx context.Context, ns *netns, self, listen string, extra ...string) (*target, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start target: %w", err)
@@ -43,7 +44,7 @@ func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, 
 		inW.Close()
 		return nil, fmt.Errorf("start target: %w", err)
 	}
-	cmd := ns.command(ctx, self, "serve", "-listen", listen)
+	cmd := ns.command(ctx, self, append([]string{"serve", "-listen", listen}, extra...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, os.Stderr
 	err = cmd.Start()
 	inR.Close()

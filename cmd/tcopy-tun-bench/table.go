@@ -134,12 +134,12 @@ func writeLive(w io.Writer, rep *benchReport) {
 		fmt.Fprintf(w, "\n%s: the highest rate of short sessions copied live (--live lo) with 0 kernel drops, every session replayed ok and lag p99 < %v, in steps of %v; load, source, tcopy-tun and target on the same cores\n",
 			wr.Name, time.Duration(ls0.LagBoundSeconds*float64(time.Second)), time.Duration(ls0.TrialSeconds*float64(time.Second)))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "via\tfollowed (asked)\tload achieved\tfirst not followed\tlag p99\ttcopy-tun CPU/s\toffline sess/s\tlive/offline\t")
+		fmt.Fprintln(tw, "via\tfollowed (asked)\tload achieved\tfirst not followed\tlag p99\ttcopy-tun cores\ttcopy-tun CPU s/1k: live\toffline\tload+source CPU s/1k\toffline sess/s\tlive/offline\t")
 		for _, ls := range wr.Live {
 			best := ls.best()
-			lag, cpu := "-", "-"
+			lag, cpu, per1k := "-", "-", "-"
 			if best != nil {
-				lag, cpu = usDur(best.Lag.P99us).String(), fmt.Sprintf("%.2f", best.CPUShare)
+				lag, cpu, per1k = usDur(best.Lag.P99us).String(), fmt.Sprintf("%.2f", best.CPUShare), fmt.Sprintf("%.3f", best.CPUPer1k)
 			}
 			failed := "-"
 			if ls.FirstFailed > 0 {
@@ -147,7 +147,7 @@ func writeLive(w io.Writer, rep *benchReport) {
 			} else if ls.AtCeiling {
 				failed = "none (ceiling)"
 			}
-			fmt.Fprintf(tw, "%s\t%.0f/s\t%.0f/s\t%s\t%s\t%s\t%.0f\t%.2f\t\n", ls.Via, ls.MaxFollowed, ls.Achieved, failed, lag, cpu, ls.Offline, ls.Ratio)
+			fmt.Fprintf(tw, "%s\t%.0f/s\t%.0f/s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.0f\t%.2f\t\n", ls.Via, ls.MaxFollowed, ls.Achieved, failed, lag, cpu, per1k, ls.OfflineCPUPer1k, ls.OthersCPUPer1k, ls.Offline, ls.Ratio)
 		}
 		tw.Flush()
 		fmt.Fprintln(w, "  steps:")
