@@ -140,7 +140,7 @@ type liveSearch struct {
 	// spent per 1,000 sessions in the best step: CPU the offline replay
 	// does not share its cores with.
 	OthersCPUPer1k float64 `json:"load_and_source_cpu_seconds_per_1000_sessions,omitempty"`
-	Error       string  `json:"error,omitempty"`
+	Error          string  `json:"error,omitempty"`
 }
 
 // searchRate runs the search: steps at growing rates until one does not
