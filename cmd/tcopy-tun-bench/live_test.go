@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"math"
+	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -166,7 +168,7 @@ func TestJudge(t *testing.T) {
 func TestLoadGenerator(t *testing.T) {
 	s := startTestServer(t)
 	o := loadOpts{addr: s.ln.Addr().String(), rate: 400, duration: 500 * time.Millisecond, max: 1000,
-		maxInflight: 100, body: 256, sessionTimeout: 10 * time.Second}
+		maxInflight: 1000, body: 256, sessionTimeout: 10 * time.Second}
 	res := generateLoad(o, make(chan struct{}))
 	if res.Planned != 200 || res.Started != 200 || res.OK != 200 || res.Failed != 0 || res.Missed != 0 {
 		t.Fatalf("load %+v", res)
@@ -201,6 +203,40 @@ func TestLoadGeneratorBounds(t *testing.T) {
 	}
 }
 
+// TestLoadGeneratorInflightBound: a start due while -max-inflight
+// sessions are open is missed, not queued, and sessions that get no answer
+// end at their deadline.
+func TestLoadGeneratorInflightBound(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		// Accept and never answer; the conns close with the listener's
+		// test.
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	o := loadOpts{addr: ln.Addr().String(), rate: 1000, duration: time.Minute, max: 20,
+		maxInflight: 5, body: 10, sessionTimeout: 2 * time.Second}
+	res := generateLoad(o, make(chan struct{}))
+	if res.Started != 5 || res.Missed != 15 || res.Failed != 5 || res.OK != 0 || !strings.Contains(res.FirstErr, "timeout") {
+		t.Errorf("load %+v", res)
+	}
+}
+
 func TestLoadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{},
@@ -231,5 +267,44 @@ func TestWriteLive(t *testing.T) {
 	}
 	if strings.Contains(out, "no completed run") {
 		t.Errorf("the live workload shows as a replay without runs:\n%s", out)
+	}
+}
+
+// TestLoadSessionChecksTheAnswer: a session whose answer is not the
+// convention's 200 of the expected length counts as failed.
+func TestLoadSessionChecksTheAnswer(t *testing.T) {
+	for _, answer := range []string{notFound, "HTTP/1.1 200 OK\r\nContent-Length: 256\r\n\r\nshort", "HTTP/1"} {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Read(make([]byte, 512))
+			c.Write([]byte(answer))
+			c.Close()
+		}()
+		expect := int64(len(appendResponseHeader(nil, 256, true))) + 256
+		err = loadSession(ln.Addr().String(), netip.Addr{}, 256, 1, expect, 10*time.Second)
+		ln.Close()
+		if err == nil {
+			t.Errorf("answer %q taken for a good one", answer)
+		}
+	}
+}
+
+func TestClientAddrs(t *testing.T) {
+	got, err := clientAddrs("10.98.0.0/16", 3)
+	if err != nil || len(got) != 3 || got[0].String() != "10.98.0.1" || got[2].String() != "10.98.0.3" {
+		t.Errorf("clientAddrs = %v, %v", got, err)
+	}
+	if _, err := clientAddrs("10.98.0.0/30", 4); err == nil {
+		t.Error("a /30 gave 4 client addresses")
+	}
+	if _, err := clientAddrs("nonsense", 4); err == nil {
+		t.Error("a bad prefix was taken")
 	}
 }
