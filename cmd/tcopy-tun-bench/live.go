@@ -75,6 +75,7 @@ type liveStep struct {
 	Why        string  `json:"why_not,omitempty"`
 	Error      string  `json:"error,omitempty"`
 	StopToExit float64 `json:"stop_to_exit_seconds"`
+	Profile    string  `json:"profile,omitempty"` // perf report (-profile), top symbols
 }
 
 // judge decides whether the copy followed the step's load, and says why

@@ -59,6 +59,7 @@ type liveEnv struct {
 	body    int64 // answer body size (the short capture's)
 	logf    func(string, ...any)
 	timeout time.Duration // bound on one tcopy-tun process
+	profile bool          // sample tcopy-tun with perf in each step
 }
 
 // addDummy creates interface name, up, with prefix: a local address that
@@ -99,6 +100,9 @@ func (h *harness) runLive(ctx context.Context, e *liveEnv, wr *workloadResult, o
 			if st != nil {
 				st.judge(e.spec.LagBound)
 				h.logf("live %-6s step %d: %s", via, n, st.line())
+				if st.Profile != "" {
+					fmt.Fprintf(h.stderr, "perf, live step %d via %s (self time by symbol):\n%s\n", n, via, st.Profile)
+				}
 			}
 			return st, err
 		})
@@ -189,6 +193,16 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 		return nil, fmt.Errorf("live %s: %w", via, err)
 	}
 
+	var prof *perfRecording
+	if e.profile {
+		// From the end of the set-up: the profile is the copy's.
+		prof = startPerf(cmd.Process.Pid, filepath.Join(e.tmp, fmt.Sprintf("perf-live-%s.data", via)), e.logf)
+		defer func() {
+			if prof != nil {
+				prof.finish()
+			}
+		}()
+	}
 	lr, loadCPU, err := e.runLoad(ctx, rate)
 	if err != nil {
 		return nil, err
@@ -212,6 +226,9 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 	<-done
 	werr := waitErr
 	st.StopToExit = time.Since(stopped).Seconds()
+	if prof != nil {
+		st.Profile, prof = prof.finish(), nil
+	}
 	if ctx.Err() != nil {
 		return st, ctx.Err()
 	}
@@ -371,7 +388,7 @@ func (h *harness) startLive(ctx context.Context, ns *netns, self string, tgt *ta
 		return nil, fmt.Errorf("live: source server: %w", err)
 	}
 	return &liveEnv{ns: ns, self: self, tcopy: h.opts.tcopy, source: src, target: tgt, tmp: tmp,
-		extra: h.opts.extra, env: h.opts.env, spec: *w.Live, logf: h.logf, clients: w.Capture.Clients, body: w.Capture.Body,
+		extra: h.opts.extra, env: h.opts.env, spec: *w.Live, logf: h.logf, clients: w.Capture.Clients, body: w.Capture.Body, profile: h.opts.profile,
 		// Readiness (10 s), the load, the settling, the exit: far
 		// beyond a healthy step, short enough that a hung one ends.
 		timeout: w.Live.Trial + w.Live.Settle + 90*time.Second}, nil

@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
 	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, upload, timing and million)")
 	fs.StringVar(&vias, "via", "tun,socket", "paths to measure")
-	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
+	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay and each live step with perf and print the top symbols")
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
 	fs.StringVar(&extra, "args", "", "extra tcopy-tun flags for every replay, space-separated (e.g. \"--mtu 1500\")")
 	fs.StringVar(&env, "env", "", "extra environment for every replay, space-separated KEY=VALUE (e.g. \"GOGC=400\")")
