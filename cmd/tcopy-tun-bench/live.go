@@ -61,8 +61,10 @@ type liveStep struct {
 	ExitCode     int      `json:"exit_code"`
 	// Requests the target answered during the step.
 	TargetRequests int64 `json:"target_requests"`
-	// CPU seconds (user + system) during the step: tcopy-tun's own (from
-	// wait4), the load generator's, the source server's and the target's.
+	// CPU seconds (user + system) during the step: tcopy-tun's own from
+	// the end of its set-up to its exit (wait4's total less what /proc
+	// showed when it was ready), the load generator's, the source server's
+	// and the target's.
 	CPU        float64 `json:"tcopy_tun_cpu_seconds"`
 	CPUShare   float64 `json:"tcopy_tun_cpu_per_load_second"` // CPU over the load's wall time: 1.0 is one core
 	CPUPer1k   float64 `json:"tcopy_tun_cpu_seconds_per_1000_sessions"`

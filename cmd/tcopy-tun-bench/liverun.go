@@ -193,6 +193,9 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 		return nil, fmt.Errorf("live %s: %w", via, err)
 	}
 
+	// The set-up's CPU (TUN, netstack, the runtime's start) is not the
+	// copy's: it is taken off the total.
+	setupCPU := procCPUSeconds(cmd.Process.Pid)
 	var prof *perfRecording
 	if e.profile {
 		// From the end of the set-up: the profile is the copy's.
@@ -241,7 +244,7 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 	if ps := cmd.ProcessState; ps != nil {
 		st.ExitCode = ps.ExitCode()
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			st.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+			st.CPU = max(time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds()-setupCPU, 0)
 			st.MaxRSS = ru.Maxrss << 10
 		}
 	}
