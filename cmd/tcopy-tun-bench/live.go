@@ -65,19 +65,23 @@ type liveStep struct {
 	// the end of its set-up to its exit (wait4's total less what /proc
 	// showed when it was ready), the load generator's, the source server's
 	// and the target's.
-	CPU        float64 `json:"tcopy_tun_cpu_seconds"`
-	CPUShare   float64 `json:"tcopy_tun_cpu_per_load_second"` // CPU over the load's wall time: 1.0 is one core
-	CPUPer1k   float64 `json:"tcopy_tun_cpu_seconds_per_1000_sessions"`
-	LoadCPU    float64 `json:"load_cpu_seconds"`
-	SourceCPU  float64 `json:"source_cpu_seconds"`
-	TargetCPU  float64 `json:"target_cpu_seconds"`
-	LoadWall   float64 `json:"load_seconds"`
-	MaxRSS     int64   `json:"tcopy_tun_peak_rss_bytes"`
-	Follows    bool    `json:"follows"`
-	Why        string  `json:"why_not,omitempty"`
-	Error      string  `json:"error,omitempty"`
-	StopToExit float64 `json:"stop_to_exit_seconds"`
-	Profile    string  `json:"profile,omitempty"` // perf report (-profile), top symbols
+	CPU       float64 `json:"tcopy_tun_cpu_seconds"`
+	CPUShare  float64 `json:"tcopy_tun_cpu_per_load_second"` // CPU over the load's wall time: 1.0 is one core
+	CPUPer1k  float64 `json:"tcopy_tun_cpu_seconds_per_1000_sessions"`
+	LoadCPU   float64 `json:"load_cpu_seconds"`
+	SourceCPU float64 `json:"source_cpu_seconds"`
+	TargetCPU float64 `json:"target_cpu_seconds"`
+	LoadWall  float64 `json:"load_seconds"`
+	// MachineBusy is the share of all the machine's cores busy while the
+	// load ran (/proc/stat): near 1, the step was bound by CPU; well below
+	// it, by something else (and it shows other work on the host too).
+	MachineBusy float64 `json:"machine_busy"`
+	MaxRSS      int64   `json:"tcopy_tun_peak_rss_bytes"`
+	Follows     bool    `json:"follows"`
+	Why         string  `json:"why_not,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	StopToExit  float64 `json:"stop_to_exit_seconds"`
+	Profile     string  `json:"profile,omitempty"` // perf report (-profile), top symbols
 }
 
 // judge decides whether the copy followed the step's load, and says why
@@ -244,9 +248,9 @@ func (s *liveStep) line() string {
 	if s.Error != "" {
 		return fmt.Sprintf("asked %.0f/s: %s", s.RateAsked, verdict)
 	}
-	return fmt.Sprintf("asked %.0f/s, load %.0f/s (%d sessions, %d failed, %d missed); drops %d; replayed %d, ok %d, capture-incomplete %d, not started %d; lag p50 %s p99 %s max %s; CPU s: tcopy-tun %.2f (%.2f of a core, %.3f s/1k sessions), load %.2f, source %.2f, target %.2f; exit %.1fs after the stop: %s",
+	return fmt.Sprintf("asked %.0f/s, load %.0f/s (%d sessions, %d failed, %d missed); drops %d; replayed %d, ok %d, capture-incomplete %d, not started %d; lag p50 %s p99 %s max %s; CPU s: tcopy-tun %.2f (%.2f of a core, %.3f s/1k sessions), load %.2f, source %.2f, target %.2f; machine %.0f %% busy; exit %.1fs after the stop: %s",
 		s.RateAsked, s.RateAchieved, s.LoadOK, s.LoadFailed, s.LoadMissed, s.CaptureDrops, s.Replayed, s.Succeeded, s.Incomplete, s.NotStarted,
-		usDur(s.Lag.P50us), usDur(s.Lag.P99us), usDur(s.Lag.Maxus), s.CPU, s.CPUShare, s.CPUPer1k, s.LoadCPU, s.SourceCPU, s.TargetCPU, s.StopToExit, verdict)
+		usDur(s.Lag.P50us), usDur(s.Lag.P99us), usDur(s.Lag.Maxus), s.CPU, s.CPUShare, s.CPUPer1k, s.LoadCPU, s.SourceCPU, s.TargetCPU, 100*s.MachineBusy, s.StopToExit, verdict)
 }
 
 // best is the step at the highest rate followed (nil: none).

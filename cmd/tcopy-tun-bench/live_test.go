@@ -308,3 +308,18 @@ func TestClientAddrs(t *testing.T) {
 		t.Error("a bad prefix was taken")
 	}
 }
+
+func TestMachineTicks(t *testing.T) {
+	b0, t0 := machineTicks()
+	if t0 == 0 || b0 > t0 {
+		t.Fatalf("machineTicks = %d busy of %d", b0, t0)
+	}
+	for i := 0; i < 5e7; i++ { // some busy time
+		_ = i * i
+	}
+	time.Sleep(30 * time.Millisecond)
+	b1, t1 := machineTicks()
+	if t1 < t0 || b1 < b0 || b1-b0 > t1-t0 {
+		t.Errorf("ticks went from %d/%d to %d/%d", b0, t0, b1, t1)
+	}
+}

@@ -206,9 +206,13 @@ func (e *liveEnv) step(ctx context.Context, via string, rate float64) (*liveStep
 			}
 		}()
 	}
+	busy0, total0 := machineTicks()
 	lr, loadCPU, err := e.runLoad(ctx, rate)
 	if err != nil {
 		return nil, err
+	}
+	if busy1, total1 := machineTicks(); total1 > total0 {
+		st.MachineBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	st.RateAchieved, st.LoadStarted, st.LoadOK, st.LoadFailed, st.LoadMissed, st.LoadError = lr.Achieved, lr.Started, lr.OK, lr.Failed, lr.Missed, lr.FirstErr
 	st.LoadCPU, st.LoadWall = loadCPU, lr.Seconds
@@ -431,4 +435,34 @@ func (h *harness) offlineRate(ctx context.Context, rep *benchReport, ro replayOp
 		return 0, 0, "", fmt.Errorf("offline reference via %s: no completed replay", via)
 	}
 	return m.SessionsPerSec, m.CPUPer1k, fmt.Sprintf("short capture replayed here, median of %d", len(rs)), nil
+}
+
+// machineTicks returns the busy and total CPU ticks of the whole machine
+// so far, from /proc/stat's first line (every core; not namespaced, so
+// other work on the host shows too). Busy is everything but idle and
+// iowait.
+func machineTicks() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0
+		}
+		if i >= 7 { // guest time is already counted in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
