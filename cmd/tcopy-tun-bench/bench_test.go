@@ -16,7 +16,7 @@ func BenchmarkTargetShortSessions(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := newServer(ln)
+	s := newServer(ln, 0)
 	defer s.close()
 	req := appendRequest(nil, "GET", 256, 0, 0, 0, true)
 	want := len(appendResponseHeader(nil, 256, true)) + 256

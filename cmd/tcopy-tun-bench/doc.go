@@ -19,9 +19,24 @@
 // (4 sessions × 256 MiB each way), upload (one connection that POSTs
 // 384 MiB and gets a short answer: the replayer's peak RSS on one large
 // client stream), timing (a light keep-alive load at --speed 1: chunk
-// lateness against the schedule) and million (1,000,000 short sessions: the
-// memory bound). -workloads selects, -quick shrinks them all (upload to
-// 32 MiB).
+// lateness against the schedule), live and million (1,000,000 short
+// sessions: the memory bound). -workloads selects, -quick shrinks them all
+// (upload to 32 MiB).
+//
+// live is issue 13's capacity: the highest rate of short sessions that
+// live copy follows on this machine, with the load on the same cores. A
+// source server (`serve -think 1ms` on a dummy interface's address) is
+// loaded by `tcopy-tun-bench load` (sessions of the short capture's shape
+// from 1,000 local client addresses, at a fixed rate, bounded in count and
+// time) while `tcopy-tun --live lo` copies them to the target, through each
+// path. The rate doubles from 1,000/s until a step does not follow (kernel
+// drops, a session not replayed ok, live lag p99 past 500 ms, or a load
+// that could not reach the rate), then two bisection steps narrow it; each
+// step is printed and kept in the JSON. The highest rate followed is set
+// beside the short workload's offline rate (taken from this run, or
+// replayed here when short is not selected), with tcopy-tun's CPU per
+// session in both. live.go is the search (pure, unit-tested), liverun.go
+// runs the steps, load.go is the generator.
 //
 // What it must not do: send traffic outside its namespace, leave state
 // behind. The namespace is deleted and the captures removed on every exit

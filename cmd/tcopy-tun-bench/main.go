@@ -40,6 +40,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return runSysctl(args[1:])
 		case "gen":
 			return runGen(args[1:], stderr)
+		case "load":
+			return runLoad(args[1:], stdout, stderr)
 		}
 	}
 	o, err := parseFlags(args, stderr)
@@ -71,6 +73,11 @@ type options struct {
 	runTimeout time.Duration
 	listen     string
 	keep       bool
+	// liveRate, if set, replaces the live workload's search by one step
+	// at that rate per path (to profile or reproduce one point).
+	liveRate float64
+	// liveTrial, if set, is the length of each live step.
+	liveTrial time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -80,18 +87,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var list, vias, extra, env string
 	exe, _ := os.Executable()
 	fs.StringVar(&o.tcopy, "tcopy-tun", filepath.Join(filepath.Dir(exe), "tcopy-tun"), "the tcopy-tun binary to measure")
-	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million")
+	fs.StringVar(&list, "workloads", "", "comma-separated workloads (default all): short, short-nocausal, keepalive, pipelined, bulk, upload, timing, million, live")
 	fs.BoolVar(&o.quick, "quick", false, "small captures: checks that the harness works, in about a minute")
 	fs.StringVar(&o.jsonOut, "json", "out/bench.json", "write the results as JSON to `FILE` (empty: none)")
 	fs.IntVar(&o.runs, "runs", 0, "replays per workload and path, the table shows the median (default 3 for the sub-second workloads, 1 for bulk, upload, timing and million)")
 	fs.StringVar(&vias, "via", "tun,socket", "paths to measure")
-	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay with perf and print the top symbols")
+	fs.BoolVar(&o.profile, "profile", false, "sample each tun replay and each live step with perf and print the top symbols")
 	fs.StringVar(&o.tmpRoot, "tmp", os.TempDir(), "directory for the generated captures (deleted after use)")
 	fs.StringVar(&extra, "args", "", "extra tcopy-tun flags for every replay, space-separated (e.g. \"--mtu 1500\")")
 	fs.StringVar(&env, "env", "", "extra environment for every replay, space-separated KEY=VALUE (e.g. \"GOGC=400\")")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 0, "bound on one replay (default 2m plus 1ms per session of the capture)")
 	fs.StringVar(&o.listen, "target", "127.0.0.1:8080", "address the target listens on, inside the namespace")
 	fs.BoolVar(&o.keep, "keep", false, "keep the generated captures (their paths are printed)")
+	fs.Float64Var(&o.liveRate, "live-rate", 0, "live workload: one step at this rate (sessions/s) per path instead of the search")
+	fs.DurationVar(&o.liveTrial, "live-step", 0, "live workload: the load's length in each step (default 4s, 1s with -quick)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tcopy-tun-bench [flags]   (root: it creates a network namespace)\n\n"+
 			"Generates captures, starts an HTTP/1.1 target in a private namespace, replays each\n"+
@@ -125,6 +134,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if len(o.vias) == 0 {
 		return nil, fmt.Errorf("-via: no path to measure")
+	}
+	if o.liveRate < 0 || o.liveRate > 1e6 {
+		return nil, fmt.Errorf("-live-rate %v: want 0 (search) to 1000000 sessions/s", o.liveRate)
+	}
+	if o.liveTrial < 0 || o.liveTrial > 5*time.Minute {
+		return nil, fmt.Errorf("-live-step %v: want 0 (default) to 5m", o.liveTrial)
+	}
+	for _, w := range o.workloads {
+		if w.Live == nil {
+			continue
+		}
+		if o.liveRate > 0 {
+			w.Live.Start, w.Live.MaxGrow, w.Live.Bisect = o.liveRate, 1, 0
+		}
+		if o.liveTrial > 0 {
+			w.Live.Trial = o.liveTrial
+		}
 	}
 	if o.runs < 0 || o.runs > 20 {
 		return nil, fmt.Errorf("-runs %d: want 1 to 20", o.runs)
@@ -194,6 +220,8 @@ type workloadResult struct {
 	Socket  *runResult   `json:"socket,omitempty"`
 	Ratio   float64      `json:"ratio,omitempty"`
 	Targets []goalResult `json:"targets,omitempty"`
+	// Live is the live workload's search, one per path.
+	Live []*liveSearch `json:"live,omitempty"`
 }
 
 type goalResult struct {
@@ -271,6 +299,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	}
 	made := map[string]gen{}
 	failed := false
+	var live *liveEnv // set up by the first live workload
 	for _, w := range o.workloads {
 		if ctx.Err() != nil {
 			break
@@ -304,6 +333,26 @@ func (h *harness) run(ctx context.Context) (code int) {
 		runs := o.runs
 		if runs == 0 {
 			runs = max(w.Runs, 1)
+		}
+		if w.Live != nil {
+			if live == nil {
+				if live, err = h.startLive(ctx, ns, self, tgt, tmp, w); err != nil {
+					h.logf("%v", err)
+					failed = true
+					continue
+				}
+				defer live.source.stop()
+			}
+			offline := func(via string) (float64, float64, string, error) {
+				return h.offlineRate(ctx, rep, ro, w, via, runs)
+			}
+			if h.runLive(ctx, live, wr, offline) {
+				failed = true
+			}
+			if uses[k]--; uses[k] == 0 && !o.keep {
+				os.Remove(g.path)
+			}
+			continue
 		}
 		for r := 0; r < runs && ctx.Err() == nil; r++ {
 			vias := o.vias

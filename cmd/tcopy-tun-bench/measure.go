@@ -32,7 +32,8 @@ type target struct {
 
 // startTarget starts `tcopy-tun-bench serve` in the namespace and waits for
 // it to listen.
-func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, error) {
+// extra are more `serve` flags.
+func startTarget(ctx context.Context, ns *netns, self, listen string, extra ...string) (*target, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start target: %w", err)
@@ -43,7 +44,7 @@ func startTarget(ctx context.Context, ns *netns, self, listen string) (*target, 
 		inW.Close()
 		return nil, fmt.Errorf("start target: %w", err)
 	}
-	cmd := ns.command(ctx, self, "serve", "-listen", listen)
+	cmd := ns.command(ctx, self, append([]string{"serve", "-listen", listen}, extra...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, os.Stderr
 	err = cmd.Start()
 	inR.Close()
@@ -224,6 +225,11 @@ type reportHead struct {
 		BytesReceived int64            `json:"bytes_received"`
 		ChunkLateness lateness         `json:"chunk_lateness"`
 		StartLateness lateness         `json:"start_lateness"`
+		// Live copy: packets the kernel dropped, sessions the capture
+		// lacked parts of, the lag from capture to write.
+		CaptureDrops int64    `json:"capture_drops"`
+		Incomplete   int64    `json:"sessions_capture_incomplete"`
+		LiveLag      lateness `json:"live_lag"`
 	} `json:"summary"`
 	Totals struct {
 		Match map[string]int64 `json:"match"`

@@ -206,3 +206,75 @@ wait:
 		t.Errorf("JSON after interrupt: %v\n%s", err, b)
 	}
 }
+
+// TestPrivilegedBenchLive runs the live workload, quick, with the short
+// one: each path's search ran its steps within the bound, found a rate
+// that live copy followed (at the quick steps' lowest rate, 250/s, any
+// machine does), that step's copy replayed every session the load made
+// with no kernel drop, and the ratio is taken against the short
+// workload's offline rate of the same run.
+func TestPrivilegedBenchLive(t *testing.T) {
+	tuntest.Privileged(t)
+	bench, tcopy := buildBinaries(t)
+	tmp := t.TempDir()
+	js := filepath.Join(t.TempDir(), "bench.json")
+	cmd := exec.Command(bench, "-tcopy-tun", tcopy, "-quick", "-workloads", "short,live", "-runs", "1", "-json", js, "-tmp", tmp)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	t.Logf("stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Workloads) != 2 || rep.Workloads[1].Name != "live" {
+		t.Fatalf("workloads in the report: %s", b)
+	}
+	short, live := rep.Workloads[0], rep.Workloads[1]
+	var spec *liveSpec
+	for _, w := range workloads(true) {
+		if w.Name == "live" {
+			spec = w.Live
+		}
+	}
+	if len(live.Live) != 2 {
+		t.Fatalf("live searches %d, want one per path", len(live.Live))
+	}
+	for _, ls := range live.Live {
+		if n := len(ls.Steps); n == 0 || n > spec.maxSteps() {
+			t.Errorf("via %s: %d steps, want 1 to %d", ls.Via, n, spec.maxSteps())
+		}
+		best := ls.best()
+		if best == nil || ls.MaxFollowed != best.RateAsked || ls.Error != "" {
+			t.Errorf("via %s: no rate followed (%v): %+v", ls.Via, ls.Error, ls.Steps)
+			continue
+		}
+		if best.CaptureDrops != 0 || best.LoadOK == 0 || best.Replayed != best.LoadOK || best.Succeeded != best.LoadOK ||
+			best.TargetRequests < best.LoadOK || best.Lag.Count == 0 || best.CPU == 0 {
+			t.Errorf("via %s: the step that followed: %+v", ls.Via, best)
+		}
+		off := short.Tun
+		if ls.Via == "socket" {
+			off = short.Socket
+		}
+		if off == nil || ls.Offline != off.SessionsPerSec || ls.Ratio <= 0 {
+			t.Errorf("via %s: offline %v (%s), ratio %v; the short workload's run: %+v", ls.Via, ls.Offline, ls.OfflineFrom, ls.Ratio, off)
+		}
+	}
+	for _, want := range []string{"live copy with 0 drops", "followed (asked)", "steps:"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+	if netnsExists(fmt.Sprintf("%s%d", netnsPrefix, cmd.Process.Pid)) {
+		t.Errorf("the bench's namespace is left behind")
+	}
+}

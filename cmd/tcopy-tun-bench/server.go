@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // server is the bench's target: a small HTTP/1.1 server that answers the
@@ -27,6 +28,10 @@ import (
 type server struct {
 	ln   net.Listener
 	body []byte // shared read-only body bytes
+	// think is how long the server waits before each answer: the live
+	// workload's source thinks as the short capture's server did, so that
+	// its sessions have the capture's shape (set before serving).
+	think time.Duration
 
 	conns, requests, bytesIn, bytesOut, bad atomic.Int64
 
@@ -48,8 +53,8 @@ const (
 	discardBufSize  = 256 << 10
 )
 
-func newServer(ln net.Listener) *server {
-	s := &server{ln: ln, body: bytes.Repeat([]byte{bodyByte}, serverBodyChunk)}
+func newServer(ln net.Listener, think time.Duration) *server {
+	s := &server{ln: ln, think: think, body: bytes.Repeat([]byte{bodyByte}, serverBodyChunk)}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -152,6 +157,9 @@ func (s *server) handle(c net.Conn) {
 			bw.WriteString(notFound)
 			bw.Flush()
 			return
+		}
+		if s.think > 0 {
+			time.Sleep(s.think)
 		}
 		if err := s.answer(c, bw, size, closing, method == "HEAD"); err != nil {
 			return
@@ -284,6 +292,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tcopy-tun-bench serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	think := fs.Duration("think", 0, "wait this long before each answer")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -292,7 +301,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcopy-tun-bench serve: %v\n", err)
 		return exitFailure
 	}
-	s := newServer(ln)
+	s := newServer(ln, *think)
 	defer s.close()
 	fmt.Fprintf(stdout, "listening %s\n", ln.Addr())
 

@@ -17,7 +17,7 @@ func startTestServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(ln)
+	s := newServer(ln, 0)
 	t.Cleanup(s.close)
 	return s
 }

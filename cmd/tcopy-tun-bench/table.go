@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // writeTable prints the results: one line per workload and path (the
@@ -45,7 +46,7 @@ func writeTable(w io.Writer, rep *benchReport) {
 				wr.Name, r.Via, r.Expected, r.SessionsPerSec, r.RequestsPerSec, r.MBPerSec,
 				r.CPUPer1k, float64(r.MaxRSSBytes)/mib, r.DeliveredPct, bytesAtTarget(r), rat)
 		}
-		if wr.Tun == nil && wr.Socket == nil {
+		if wr.Tun == nil && wr.Socket == nil && wr.Live == nil {
 			fmt.Fprintf(tw, "%s\t-\t%d\tno completed run\t\t\t\t\t\t\t\t\n", wr.Name, wr.Capture.Sessions)
 		}
 	}
@@ -63,6 +64,8 @@ func writeTable(w io.Writer, rep *benchReport) {
 			}
 		}
 	}
+
+	writeLive(w, rep)
 
 	var goals []string
 	for _, wr := range rep.Workloads {
@@ -117,5 +120,44 @@ func bytesAtTarget(r *runResult) string {
 		return fmt.Sprintf("%d B missing", -d)
 	default:
 		return fmt.Sprintf("%d B extra", d)
+	}
+}
+
+// writeLive prints the live workload's searches: per path the highest rate
+// followed, the offline rate and their ratio, then every step.
+func writeLive(w io.Writer, rep *benchReport) {
+	for _, wr := range rep.Workloads {
+		if len(wr.Live) == 0 {
+			continue
+		}
+		ls0 := wr.Live[0]
+		fmt.Fprintf(w, "\n%s: the highest rate of short sessions copied live (--live lo) with 0 kernel drops, every session replayed ok and lag p99 < %v, in steps of %v; load, source, tcopy-tun and target on the same cores\n",
+			wr.Name, time.Duration(ls0.LagBoundSeconds*float64(time.Second)), time.Duration(ls0.TrialSeconds*float64(time.Second)))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "via\tfollowed (asked)\tload achieved\tfirst not followed\tlag p99\ttcopy-tun cores\ttcopy-tun CPU s/1k: live\toffline\tload+source CPU s/1k\toffline sess/s\tlive/offline\t")
+		for _, ls := range wr.Live {
+			best := ls.best()
+			lag, cpu, per1k := "-", "-", "-"
+			if best != nil {
+				lag, cpu, per1k = usDur(best.Lag.P99us).String(), fmt.Sprintf("%.2f", best.CPUShare), fmt.Sprintf("%.3f", best.CPUPer1k)
+			}
+			failed := "-"
+			if ls.FirstFailed > 0 {
+				failed = fmt.Sprintf("%.0f/s", ls.FirstFailed)
+			} else if ls.AtCeiling {
+				failed = "none (ceiling)"
+			}
+			fmt.Fprintf(tw, "%s\t%.0f/s\t%.0f/s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.0f\t%.2f\t\n", ls.Via, ls.MaxFollowed, ls.Achieved, failed, lag, cpu, per1k, ls.OfflineCPUPer1k, ls.OthersCPUPer1k, ls.Offline, ls.Ratio)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "  steps:")
+		for _, ls := range wr.Live {
+			for i, st := range ls.Steps {
+				fmt.Fprintf(w, "  %-6s %d. %s\n", ls.Via, i+1, st.line())
+			}
+			if ls.Error != "" {
+				fmt.Fprintf(w, "  %-6s error: %s\n", ls.Via, ls.Error)
+			}
+		}
 	}
 }

@@ -40,7 +40,7 @@ func TestSelectWorkloads(t *testing.T) {
 	if err != nil || len(ws) != 2 || ws[0].Name != "bulk" || ws[1].Name != "short" {
 		t.Errorf("selected %v, %v", ws, err)
 	}
-	if ws, _ := selectWorkloads(all, ""); len(ws) != 8 {
+	if ws, _ := selectWorkloads(all, ""); len(ws) != 9 {
 		t.Errorf("default selects %d workloads", len(ws))
 	}
 	if _, err := selectWorkloads(all, "shrot"); err == nil || !strings.Contains(err.Error(), "have short") {
@@ -53,6 +53,17 @@ func TestSelectWorkloads(t *testing.T) {
 	}
 	if c := byName["short"].Capture; c.Sessions != 10000 || c.Requests != 1 {
 		t.Errorf("short %+v", c)
+	}
+	// live compares with the short capture (the same one, generated
+	// once), runs after short in the default order so that it takes the
+	// offline rate from it, and its search is bounded (about 40 s of load
+	// per path at most).
+	if l := byName["live"]; l.Live == nil || l.Capture.key() != byName["short"].Capture.key() ||
+		time.Duration(l.Live.maxSteps())*l.Live.Trial > 40*time.Second {
+		t.Errorf("live %+v", l)
+	}
+	if ws, _ := selectWorkloads(all, ""); indexOf(ws, "live") < indexOf(ws, "short") {
+		t.Errorf("live runs before short")
 	}
 	if c := byName["keepalive"].Capture; c.Sessions != 200 || c.Requests != 50 {
 		t.Errorf("keepalive %+v", c)
@@ -228,4 +239,13 @@ func TestLatenessSection(t *testing.T) {
 	if !strings.Contains(b.String(), "tun    2000 chunks: 42 µs / 610 µs / 2400 µs") {
 		t.Errorf("no lateness line:\n%s", b.String())
 	}
+}
+
+func indexOf(ws []*workload, name string) int {
+	for i, w := range ws {
+		if w.Name == name {
+			return i
+		}
+	}
+	return -1
 }
