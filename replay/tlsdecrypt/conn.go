@@ -443,7 +443,15 @@ func (c *Conn) message(d Dir, typ byte, body []byte, encrypted bool) {
 		c.failBoth(StatusUnsupported, fmt.Errorf("%w: renegotiation (an encrypted %s hello)", ErrUnsupported, d))
 	case !encrypted:
 		// TLS 1.2 plaintext handshake: Certificate, key exchange,
-		// ServerHelloDone, NewSessionTicket: nothing needed.
+		// ServerHelloDone: nothing needed. A NewSessionTicket's master
+		// secret is remembered for the sessions that resume with it.
+		if typ == hsNewSessionTicket && d == ServerToClient && len(c.sec.Master) > 0 {
+			if sk, ok := c.keys.(sessionKeys); ok {
+				if t := parseTicket12(body); len(t) > 0 {
+					sk.rememberSession("t"+string(t), c.sec.Master)
+				}
+			}
+		}
 	case c.suite == nil || !c.suite.tls13:
 		// TLS 1.2 encrypted handshake: Finished, HelloRequest.
 	case typ == hsEncryptedExtensions && d == ServerToClient:
@@ -517,7 +525,7 @@ func (c *Conn) serverHelloMsg(body []byte) {
 	if sh.version == 0x0304 {
 		c.res.Resumed = sh.psk
 	} else {
-		c.res.Resumed = len(sh.sessionID) > 0 && string(sh.sessionID) == string(c.ch.sessionID) || c.ch.ticket
+		c.res.Resumed = len(sh.sessionID) > 0 && string(sh.sessionID) == string(c.ch.sessionID)
 	}
 	var sec Secrets
 	var ok bool
@@ -539,11 +547,29 @@ func (c *Conn) serverHelloMsg(body []byte) {
 		c.install13(ClientToServer, sec.ClientHandshake, false)
 		return
 	}
+	sk, _ := c.keys.(sessionKeys)
+	if (!ok || len(sec.Master) == 0) && c.res.Resumed && sk != nil {
+		// A resumed session without its own key log line: the master
+		// secret of the session it resumes, by ticket or session ID.
+		m, found := []byte(nil), false
+		if len(c.ch.ticket) > 0 {
+			m, found = sk.lookupSession("t" + string(c.ch.ticket))
+		}
+		if !found {
+			m, found = sk.lookupSession("i" + string(sh.sessionID))
+		}
+		if found {
+			sec, ok = Secrets{Master: m}, true
+		}
+	}
 	if !ok || len(sec.Master) == 0 {
 		c.failBoth(StatusNoKeys, fmt.Errorf("%w: no CLIENT_RANDOM master secret for client random %x%s", ErrNoKeys, c.ch.random, resumed))
 		return
 	}
 	c.sec = sec
+	if sk != nil && len(sh.sessionID) > 0 {
+		sk.rememberSession("i"+string(sh.sessionID), sec.Master)
+	}
 	cl, sv, err := keys12(s, sec.Master, c.ch.random, sh.random, c.ch.etm && sh.etm)
 	if err != nil {
 		c.failBoth(StatusFailed, fmt.Errorf("%w: %v", ErrFailed, err))

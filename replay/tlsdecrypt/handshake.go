@@ -79,7 +79,7 @@ type clientHello struct {
 	earlyData bool
 	psk       bool
 	etm       bool
-	ticket    bool // a non-empty session_ticket (TLS 1.2 resumption)
+	ticket    []byte // a non-empty session_ticket (TLS 1.2 resumption)
 }
 
 func parseClientHello(b []byte) (*clientHello, error) {
@@ -131,7 +131,7 @@ func parseClientHello(b []byte) (*clientHello, error) {
 		case extEncryptThenMAC:
 			ch.etm = true
 		case extSessionTicket:
-			ch.ticket = len(body.b) > 0
+			ch.ticket = body.b
 		}
 		if body.bad {
 			return nil, fmt.Errorf("client hello: extension %d: cut short", typ)
@@ -220,4 +220,15 @@ func parseEncryptedExtensions(b []byte) (alpn string, early bool, err error) {
 		return "", false, fmt.Errorf("encrypted extensions: cut short")
 	}
 	return alpn, early, nil
+}
+
+// parseTicket12 returns the ticket of a TLS 1.2 NewSessionTicket (RFC 5077).
+func parseTicket12(b []byte) []byte {
+	r := &reader{b: b}
+	r.bytes(4) // lifetime hint
+	t := r.vec16()
+	if r.bad {
+		return nil
+	}
+	return t
 }

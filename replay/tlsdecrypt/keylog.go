@@ -49,6 +49,44 @@ type KeyLog struct {
 	mu sync.RWMutex
 	m  map[[32]byte]*Secrets
 	n  int // lines with a secret kept (entries, counting repeats)
+	// sessions are TLS 1.2 master secrets learnt from decrypted full
+	// handshakes, by session ID ("i"+id) and ticket ("t"+ticket): a
+	// resumed TLS 1.2 session reuses its master secret, and not every
+	// endpoint logs it again (crypto/tls does not).
+	sessions map[string][]byte
+}
+
+// sessionKeys is implemented by Keys that remember TLS 1.2 master secrets
+// by session ID and ticket (KeyLog does), for resumed sessions.
+type sessionKeys interface {
+	rememberSession(key string, master []byte)
+	lookupSession(key string) ([]byte, bool)
+}
+
+// maxSessions bounds the master secrets remembered for resumption; when
+// full, an arbitrary one gives way.
+const maxSessions = 1 << 16
+
+func (kl *KeyLog) rememberSession(key string, master []byte) {
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
+	if kl.sessions == nil {
+		kl.sessions = make(map[string][]byte)
+	}
+	if _, ok := kl.sessions[key]; !ok && len(kl.sessions) >= maxSessions {
+		for k := range kl.sessions {
+			delete(kl.sessions, k)
+			break
+		}
+	}
+	kl.sessions[key] = master
+}
+
+func (kl *KeyLog) lookupSession(key string) ([]byte, bool) {
+	kl.mu.RLock()
+	defer kl.mu.RUnlock()
+	m, ok := kl.sessions[key]
+	return m, ok
 }
 
 var _ Keys = (*KeyLog)(nil)
