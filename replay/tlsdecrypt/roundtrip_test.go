@@ -339,6 +339,8 @@ func rerunWithoutAES(t *testing.T) {
 	}
 }
 
+func newRand(seed uint64) *mrand.Rand { return mrand.New(mrand.NewPCG(seed, seed)) }
+
 func firstDiff(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
