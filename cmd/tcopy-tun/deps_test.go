@@ -17,7 +17,11 @@ func TestDependencyBoundaries(t *testing.T) {
 	// replay/metrics (and the command) know Prometheus.
 	prom := "github.com/prometheus"
 	banned := map[string][]string{
-		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", mod + "replay/tlsdecrypt", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		// TLS decryption is crypto over byte streams: it knows neither
+		// packets (capture hands it pcapng secrets through an interface)
+		// nor sessions.
+		"replay/tlsdecrypt": {gvisor, "github.com/gopacket/gopacket", mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/capture", mod + "replay/session", mod + "replay/agent", mod + "replay/metrics", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		"replay/session": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		"replay/agent":   {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/vishvananda/netlink", prom},
 		"replay":         {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},

@@ -171,6 +171,14 @@ func (c *Conn) fail(st Status, err error, dirs ...Dir) {
 	}
 }
 
+// decrypting marks the keys found, unless a direction has already failed
+// (its failure stays the status).
+func (c *Conn) decrypting() {
+	if c.res.Err == nil {
+		c.res.Status = StatusDecrypting
+	}
+}
+
 func (c *Conn) failBoth(st Status, err error) { c.fail(st, err, ClientToServer, ServerToClient) }
 
 // Feed hands the connection bytes of direction d at stream offset off
@@ -208,9 +216,16 @@ func (c *Conn) Feed(d Dir, off int64, t time.Time, data []byte) {
 	if len(h.buf) == 0 {
 		h.bufOff = off
 	}
+	if len(h.buf)+len(data) > cap(h.buf) {
+		// Reallocate from the start of the unparsed bytes.
+		nb := make([]byte, len(h.buf), max(2*(len(h.buf)+len(data)), 4096))
+		copy(nb, h.buf)
+		h.buf, h.base = nb, nb[:0]
+	}
 	h.buf = append(h.buf, data...)
-	h.base = h.buf[:0]
-	h.marks = append(h.marks, mark{off, t})
+	if n := len(h.marks); n == 0 || !h.marks[n-1].t.Equal(t) {
+		h.marks = append(h.marks, mark{off, t})
+	}
 	h.next = off + int64(len(data))
 	c.records(d)
 }
@@ -269,24 +284,36 @@ func (c *Conn) records(d Dir) {
 	if h.stop {
 		return
 	}
-	// Forget the marks before the first buffered byte (keep the last
-	// one at or before it), and compact the buffer once it is empty.
+	// Forget the marks before the first buffered byte (keep the last one
+	// at or before it). Both the marks and the buffer are moved to the
+	// front only once at least half of them is spent, so that a stream
+	// fed a byte at a time costs linear, not quadratic, time.
 	i := 0
 	for i+1 < len(h.marks) && h.marks[i+1].off <= h.bufOff {
 		i++
 	}
-	h.marks = append(h.marks[:0], h.marks[i:]...)
 	if len(h.buf) == 0 {
 		h.marks = h.marks[:0]
+	} else if i > 0 && 2*i >= len(h.marks) {
+		h.marks = append(h.marks[:0], h.marks[i:]...)
+	} else if i > 0 {
+		h.marks = h.marks[i:]
 	}
-	// Move what is left to the front of the buffer, so that it is reused;
-	// a buffer grown by one large piece is let go.
-	if cap(h.base) > 4*maxCiphertext {
-		h.base = nil
+	switch {
+	case cap(h.base) > 4*maxCiphertext:
+		// A buffer grown by one large piece is let go.
+		h.buf = append([]byte(nil), h.buf...)
+		h.base = h.buf[:0]
+	case len(h.buf) == 0:
+		h.buf = h.base[:0]
+	case spent(h.base, h.buf) >= len(h.buf):
+		// Each byte moved was paid for by a byte consumed.
+		h.buf = append(h.base[:0], h.buf...)
 	}
-	h.buf = append(h.base[:0], h.buf...)
-	h.base = h.buf[:0]
 }
+
+// spent is how many bytes of base's array lie before buf, a tail of it.
+func spent(base, buf []byte) int { return cap(base) - cap(buf) }
 
 // record handles one whole record rec (header and fragment) of direction
 // d that began at stream offset start.
@@ -542,7 +569,7 @@ func (c *Conn) serverHelloMsg(body []byte) {
 			return
 		}
 		c.sec = sec
-		c.res.Status = StatusDecrypting
+		c.decrypting()
 		c.install13(ServerToClient, sec.ServerHandshake, false)
 		c.install13(ClientToServer, sec.ClientHandshake, false)
 		return
@@ -575,6 +602,6 @@ func (c *Conn) serverHelloMsg(body []byte) {
 		c.failBoth(StatusFailed, fmt.Errorf("%w: %v", ErrFailed, err))
 		return
 	}
-	c.res.Status = StatusDecrypting
+	c.decrypting()
 	c.h[ClientToServer].pending, c.h[ServerToClient].pending = cl, sv
 }

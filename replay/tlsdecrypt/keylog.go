@@ -49,6 +49,9 @@ type KeyLog struct {
 	mu sync.RWMutex
 	m  map[[32]byte]*Secrets
 	n  int // lines with a secret kept (entries, counting repeats)
+	// limit is the most client randoms kept (MaxKeyLogEntries when 0;
+	// tests lower it).
+	limit int
 	// sessions are TLS 1.2 master secrets learnt from decrypted full
 	// handshakes, by session ID ("i"+id) and ticket ("t"+ticket): a
 	// resumed TLS 1.2 session reuses its master secret, and not every
@@ -232,8 +235,12 @@ func (kl *KeyLog) addLine(b []byte) error {
 	defer kl.mu.Unlock()
 	s := kl.m[cr]
 	if s == nil {
-		if len(kl.m) >= MaxKeyLogEntries {
-			return fmt.Errorf("%w: more than %d client randoms", ErrKeyLog, MaxKeyLogEntries)
+		limit := kl.limit
+		if limit == 0 {
+			limit = MaxKeyLogEntries
+		}
+		if len(kl.m) >= limit {
+			return fmt.Errorf("%w: more than %d client randoms", ErrKeyLog, limit)
 		}
 		s = &Secrets{}
 		kl.m[cr] = s
