@@ -79,28 +79,85 @@ func runChunks(t *testing.T, kl *KeyLog, dirs []Dir, chunks [][]byte, size int) 
 	return run
 }
 
-// FuzzConn feeds arbitrary bytes of both directions to a Conn holding the
-// RFC 8448 keys (so that the seeds reach the decrypted handshake and the
-// application data): nothing panics, the invariants of runChunks hold, and
+// FuzzRecords feeds arbitrary bytes of both directions to a Conn holding
+// the RFC 8448 keys: nothing panics, the invariants of runChunks hold, and
 // the outcome does not depend on how the streams are cut into pieces.
-func FuzzConn(f *testing.F) {
-	rfc := func(s string) []byte { return unhex(f, s) }
-	dirs := []Dir{0, 1, 1, 0, 0, 1, 1, 0, 1}
-	recs := [][]byte{rfc(rfc8448ClientHello), rfc(rfc8448ServerHello), rfc(rfc8448ServerFlight), rfc(rfc8448ClientFinished),
-		rfc(rfc8448ClientData), rfc(rfc8448NewSessionTicket), rfc(rfc8448ServerData), rfc(rfc8448ClientClose), rfc(rfc8448ServerClose)}
-	f.Add(encodeChunks(dirs, recs))
-	f.Add(encodeChunks(dirs[:5], recs[:5]))
+func FuzzRecords(f *testing.F) {
 	f.Add(encodeChunks([]Dir{0}, [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n")}))
-	f.Add(encodeChunks([]Dir{0, 1}, [][]byte{rfc(rfc8448ClientHello), []byte("\x16\x03\x03\x00\x04\x02\x00\x00\x00")}))
+	f.Add(encodeChunks([]Dir{0, 1}, [][]byte{unhex(f, rfc8448ClientHello), []byte("\x16\x03\x03\x00\x04\x02\x00\x00\x00")}))
+	f.Add(encodeChunks([]Dir{0, 1}, [][]byte{unhex(f, rfc8448ClientHello), unhex(f, rfc8448ServerHello)}))
+	f.Add(encodeChunks([]Dir{0, 1, 0}, [][]byte{[]byte("\x16\x03\x01\x00\x08\x01\x00\x00\x04\x03\x03"), []byte("\x15\x03\x03\x00\x02\x02\x28"), []byte("\x17\x03\x03\x00\x01x")}))
 	kl := rfc8448KeyLog(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dirs, chunks := fuzzChunks(data)
-		whole := runChunks(t, kl, dirs, chunks, 1<<20)
-		bytewise := runChunks(t, kl, dirs, chunks, 1)
-		if whole.res.Status != bytewise.res.Status || !bytes.Equal(whole.pt[0], bytewise.pt[0]) || !bytes.Equal(whole.pt[1], bytewise.pt[1]) {
-			t.Fatalf("whole pieces: %v (%v), %d+%d bytes; one byte at a time: %v (%v), %d+%d bytes",
-				whole.res.Status, whole.res.Err, len(whole.pt[0]), len(whole.pt[1]),
-				bytewise.res.Status, bytewise.res.Err, len(bytewise.pt[0]), len(bytewise.pt[1]))
+		sameCut(t, kl, dirs, chunks, 1)
+	})
+}
+
+// sameCut runs the chunks whole and in pieces of size bytes and compares.
+func sameCut(t *testing.T, kl *KeyLog, dirs []Dir, chunks [][]byte, size int) fuzzRun {
+	whole := runChunks(t, kl, dirs, chunks, 1<<20)
+	cut := runChunks(t, kl, dirs, chunks, size)
+	if whole.res.Status != cut.res.Status || !bytes.Equal(whole.pt[0], cut.pt[0]) || !bytes.Equal(whole.pt[1], cut.pt[1]) {
+		t.Fatalf("whole pieces: %v (%v), %d+%d bytes; pieces of %d: %v (%v), %d+%d bytes",
+			whole.res.Status, whole.res.Err, len(whole.pt[0]), len(whole.pt[1]), size,
+			cut.res.Status, cut.res.Err, len(cut.pt[0]), len(cut.pt[1]))
+	}
+	return whole
+}
+
+// FuzzConn damages the whole RFC 8448 trace — each 3 bytes of edits are a
+// position and a byte to XOR there; keep cuts the capture short — and
+// feeds it in pieces of size bytes: the handshake parsers, the key
+// schedule and the decryption see inputs close to real ones. (The edits
+// stay small: the fuzzing engine crawls on seeds of kilobytes.) Without
+// edits the payloads come out whole.
+func FuzzConn(f *testing.F) {
+	f.Add([]byte{}, uint16(0xffff), uint8(1))
+	f.Add([]byte{0x00, 0x10, 0x01}, uint16(0xffff), uint8(7))   // the ClientHello's random
+	f.Add([]byte{0x00, 0xd0, 0x80}, uint16(0xffff), uint8(200)) // the ServerHello
+	f.Add([]byte{0x01, 0x40, 0x01}, uint16(0xffff), uint8(3))   // the server's encrypted flight
+	f.Add([]byte{}, uint16(1000), uint8(13))                    // cut in the server's flight
+	f.Add([]byte{0x05, 0x10, 0xff, 0x00, 0x04, 0x01}, uint16(0xffff), uint8(64))
+	dirs := []Dir{0, 1, 1, 0, 0, 1, 1, 0, 1}
+	var recs [][]byte
+	for _, r := range []string{rfc8448ClientHello, rfc8448ServerHello, rfc8448ServerFlight, rfc8448ClientFinished,
+		rfc8448ClientData, rfc8448NewSessionTicket, rfc8448ServerData, rfc8448ClientClose, rfc8448ServerClose} {
+		recs = append(recs, unhex(f, r))
+	}
+	total := 0
+	for _, r := range recs {
+		total += len(r)
+	}
+	kl := rfc8448KeyLog(f)
+	f.Fuzz(func(t *testing.T, edits []byte, keep uint16, size uint8) {
+		// The trace as one buffer, damaged, then cut back into its
+		// records (and cut short).
+		buf := make([]byte, 0, total)
+		for _, r := range recs {
+			buf = append(buf, r...)
+		}
+		for i := 0; i+3 <= len(edits); i += 3 {
+			buf[(int(edits[i])<<8|int(edits[i+1]))%total] ^= edits[i+2]
+		}
+		var ds []Dir
+		var chunks [][]byte
+		n := 0
+		for i, r := range recs {
+			if n >= int(keep) {
+				break
+			}
+			l := min(len(r), int(keep)-n)
+			ds, chunks = append(ds, dirs[i]), append(chunks, buf[n:n+l])
+			n += len(r)
+		}
+		run := sameCut(t, kl, ds, chunks, max(int(size), 1))
+		if len(edits) < 3 && int(keep) >= total {
+			for d := range run.pt {
+				if !bytes.Equal(run.pt[d], rfc8448Payload()) {
+					t.Fatalf("undamaged trace: %v plaintext %x (%v: %v)", Dir(d), run.pt[d], run.res.Status, run.res.Err)
+				}
+			}
 		}
 	})
 }
