@@ -157,6 +157,16 @@ func NewConn(keys Keys, emit func(Piece)) *Conn {
 	return &Conn{keys: keys, emit: emit}
 }
 
+// Used is the stream offset of direction d up to which whole records have
+// been handled (decrypted, or parsed in the clear); bytes beyond it were
+// buffered, or dropped once the direction stopped.
+func (c *Conn) Used(d Dir) int64 {
+	if d > ServerToClient {
+		return 0
+	}
+	return c.h[d].bufOff
+}
+
 // Result returns the connection's state so far. Its slices are shared.
 func (c *Conn) Result() Result { return c.res }
 
@@ -185,7 +195,10 @@ func (c *Conn) failBoth(st Status, err error) { c.fail(st, err, ClientToServer, 
 // (offsets from 0 at the direction's first byte), captured at t. Pieces of
 // a direction come in stream order; bytes already fed are ignored (a
 // retransmission), a piece beyond the next expected offset is a hole. data
-// is not kept after Feed returns.
+// is not kept after Feed returns. The directions are otherwise independent,
+// except that the ClientHello must come before the server's first bytes
+// (server bytes before it make the connection StatusNotTLS): a caller whose
+// client bytes lag (replay/tlssession) holds the server's back until then.
 func (c *Conn) Feed(d Dir, off int64, t time.Time, data []byte) {
 	if d > ServerToClient {
 		return
