@@ -97,6 +97,9 @@ type Result struct {
 	ALPN         string // chosen by the server
 	Resumed      bool   // session resumption (TLS 1.2 session ID or ticket, TLS 1.3 PSK)
 	HelloRetry   bool
+	// EncryptThenMAC: a TLS 1.2 CBC session with encrypt_then_mac (RFC
+	// 7366) in both hellos.
+	EncryptThenMAC bool
 	// Records counts records opened per direction; Bytes the plaintext
 	// application bytes; KeyUpdates the key updates followed.
 	Records, Bytes, KeyUpdates [2]int64
@@ -610,7 +613,8 @@ func (c *Conn) serverHelloMsg(body []byte) {
 	if sk != nil && len(sh.sessionID) > 0 {
 		sk.rememberSession("i"+string(sh.sessionID), sec.Master)
 	}
-	cl, sv, err := keys12(s, sec.Master, c.ch.random, sh.random, c.ch.etm && sh.etm)
+	c.res.EncryptThenMAC = c.ch.etm && sh.etm && s.kind >= cbcSHA1
+	cl, sv, err := keys12(s, sec.Master, c.ch.random, sh.random, c.res.EncryptThenMAC)
 	if err != nil {
 		c.failBoth(StatusFailed, fmt.Errorf("%w: %v", ErrFailed, err))
 		return

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,5 +166,150 @@ func TestOpenSSLKeyUpdate(t *testing.T) {
 	}
 	if r.KeyUpdates[ClientToServer] != 2 || r.KeyUpdates[ServerToClient] != 1 {
 		t.Fatalf("key updates: client %d, server %d; want 2 and 1", r.KeyUpdates[0], r.KeyUpdates[1])
+	}
+}
+
+// recordingProxy accepts one connection on a loopback port and relays it to
+// target, recording both directions below TLS in the order they passed.
+func recordingProxy(t *testing.T, target string) (addr string, rec *recorder, done <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = &recorder{}
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		defer ln.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		var wg sync.WaitGroup
+		relay := func(d Dir, dst, src net.Conn) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 {
+					rec.add(d, buf[:n])
+					dst.Write(buf[:n])
+				}
+				if err != nil {
+					dst.(*net.TCPConn).CloseWrite()
+					return
+				}
+			}
+		}
+		wg.Add(2)
+		go relay(ClientToServer, s, c)
+		go relay(ServerToClient, c, s)
+		wg.Wait()
+	}()
+	return ln.Addr().String(), rec, ch
+}
+
+// TestOpenSSLCBC: OpenSSL on both ends (s_client, and s_server echoing
+// lines reversed) over TLS 1.2 with CBC suites, with and without
+// encrypt_then_mac (which crypto/tls never negotiates), through a proxy
+// that records the bytes: they decrypt to the lines sent and their echo.
+func TestOpenSSLCBC(t *testing.T) {
+	openssl := needTool(t, "openssl", "openssl")
+	dir := t.TempDir()
+	cert := testCert(t)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	for _, tc := range []struct {
+		cipher string
+		suite  uint16
+		etm    bool
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", 0xc009, true},
+		{"ECDHE-ECDSA-AES128-SHA", 0xc009, false},
+		{"ECDHE-ECDSA-AES256-SHA384", 0xc024, true},
+	} {
+		t.Run(fmt.Sprintf("%s/etm=%v", tc.cipher, tc.etm), func(t *testing.T) {
+			// A free port for s_server (it cannot be told to pick one).
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+			l.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			srv := exec.CommandContext(ctx, openssl, "s_server", "-accept", "127.0.0.1:"+port, "-naccept", "1", "-rev",
+				"-cert", certFile, "-key", keyFile, "-tls1_2", "-cipher", tc.cipher)
+			var srvOut lockedBuffer
+			srv.Stdout, srv.Stderr = &srvOut, &srvOut
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Process.Kill()
+			for deadline := time.Now().Add(15 * time.Second); !strings.Contains(srvOut.String(), "ACCEPT"); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("s_server did not start: %s", srvOut.String())
+				}
+			}
+			addr, rec, proxyDone := recordingProxy(t, "127.0.0.1:"+port)
+			keys := filepath.Join(dir, "keys-"+port)
+			args := []string{"s_client", "-connect", addr, "-tls1_2", "-cipher", tc.cipher, "-keylogfile", keys}
+			if !tc.etm {
+				args = append(args, "-no_etm")
+			}
+			cl := exec.CommandContext(ctx, openssl, args...)
+			stdin, _ := cl.StdinPipe()
+			var clOut lockedBuffer
+			cl.Stdout, cl.Stderr = &clOut, &clOut
+			if err := cl.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Process.Kill()
+			for _, line := range []string{"hello\n", "world\n"} {
+				io.WriteString(stdin, line)
+				rev := []byte(strings.TrimSpace(line))
+				slices.Reverse(rev)
+				for deadline := time.Now().Add(15 * time.Second); !strings.Contains(clOut.String(), string(rev)); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no echo of %q; s_client said:\n%s", line, clOut.String())
+					}
+				}
+			}
+			stdin.Close()
+			cl.Wait()
+			<-proxyDone
+			kb, err := os.ReadFile(keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kl, err := ParseKeyLog(bytes.NewReader(kb), keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got [2][]Piece
+			c := NewConn(kl, func(p Piece) { got[p.Dir] = append(got[p.Dir], p) })
+			pt := feedRandom(t, c, &got, rec.events(), newRand(11), 64)
+			r := c.Result()
+			if r.Status != StatusDecrypting || r.Suite != tc.suite || r.EncryptThenMAC != tc.etm {
+				t.Fatalf("status %v (%v), suite %s, encrypt_then_mac %v", r.Status, r.Err, SuiteName(r.Suite), r.EncryptThenMAC)
+			}
+			if string(pt[ClientToServer]) != "hello\nworld\n" || !strings.Contains(string(pt[ServerToClient]), "olleh") || !strings.Contains(string(pt[ServerToClient]), "dlrow") {
+				t.Fatalf("plaintext: client %q, server %q", pt[0], pt[1])
+			}
+		})
 	}
 }
