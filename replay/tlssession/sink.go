@@ -49,6 +49,12 @@ type Sink struct {
 	// OnResult, if set, is called with each TLS session's outcome at its
 	// End (for a per-server report).
 	OnResult func(h *session.Head, r tlsdecrypt.Result)
+	// OnDecided, if set, is called once per session as soon as what it is
+	// is known: StatusNotTLS for a session passed through, else the TLS
+	// session's status once its ServerHello was read (SNI, ALPN, whether
+	// keys were found), or at its End. The replay waits for it to know
+	// how to speak to the target.
+	OnDecided func(h *session.Head, r tlsdecrypt.Result)
 }
 
 var _ session.Sink = (*Sink)(nil)
@@ -116,6 +122,26 @@ type feed struct {
 	// server's first answer may come before the ClientHello does.
 	held      []heldEvent
 	heldBytes int
+	told      bool // OnDecided was called
+}
+
+// tell calls OnDecided once the session's nature is known (or at its end).
+func (f *feed) tell(end bool) {
+	if f.told || f.s.OnDecided == nil {
+		return
+	}
+	var r tlsdecrypt.Result
+	switch {
+	case f.mode == passthrough:
+		r.Status = tlsdecrypt.StatusNotTLS
+	case f.conn != nil:
+		r = f.conn.Result()
+		if r.Status == tlsdecrypt.StatusUndecided && !end {
+			return
+		}
+	}
+	f.told = true
+	f.s.OnDecided(f.h, r)
 }
 
 // heldEvent is a server piece (hole nil) or a hole held before the mode is
@@ -141,6 +167,7 @@ func (f *feed) decide(firstClient []byte) {
 		f.conn = tlsdecrypt.NewConn(f.s.keys, f.piece)
 	} else {
 		f.mode = passthrough
+		f.tell(false)
 	}
 }
 
@@ -174,6 +201,7 @@ func (f *feed) Chunk(c session.Chunk) {
 	f.marks = append(f.marks, chunkMark{c.StreamOffset, c.ServerBytesBefore})
 	f.fed[tlsdecrypt.ClientToServer] = c.StreamOffset + int64(len(c.Data))
 	f.conn.Feed(tlsdecrypt.ClientToServer, c.StreamOffset, f.h.Start.Add(c.Offset), c.Data)
+	f.tell(false)
 	for _, o := range f.out {
 		f.next.Chunk(o)
 	}
@@ -203,6 +231,7 @@ func (f *feed) server(off int64, data []byte, at time.Duration) {
 		t = t.Add(at)
 	}
 	f.conn.Feed(tlsdecrypt.ServerToClient, off, t, data)
+	f.tell(false)
 }
 
 func (f *feed) nextServer(off int64, data []byte, at time.Duration) {
@@ -284,6 +313,7 @@ func (f *feed) End(t *session.Tail) {
 		f.next.End(t)
 		return
 	}
+	f.tell(true)
 	r := f.conn.Result()
 	f.s.stats.add(r)
 	if f.s.OnResult != nil {

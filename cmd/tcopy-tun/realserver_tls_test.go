@@ -1,0 +1,265 @@
+package main
+
+// TLS end to end (README "TLS"): curl with SSLKEYLOGFILE against nginx over
+// HTTPS (TLS 1.2 and 1.3, keep-alive), captured with tcpdump, replayed with
+// the key log — from --tls-keylog, and from the capture itself once
+// editcap has put the secrets into a pcapng — into a fresh nginx over
+// HTTPS, which must log the same requests; and a plaintext capture replayed
+// to the HTTPS listener with --target-tls on.
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	tlsNginxPort  = 8443
+	tlsNginxPlain = 8080
+	tlsServerName = "tls.test"
+)
+
+var toolEditcap = realTool{"editcap", "wireshark-common"}
+
+// tlsTestCert writes a self-signed certificate for tlsServerName and the
+// server's address, and its key, as PEM files in dir.
+func tlsTestCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: tlsServerName},
+		DNSNames:              []string{tlsServerName},
+		IPAddresses:           []net.IP{net.ParseIP(realServerIP)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// startTLSNginx starts nginx in e.srv with HTTPS on tlsNginxPort and plain
+// HTTP on tlsNginxPlain; it returns the process and its access log.
+func startTLSNginx(t *testing.T, e *realEnv, tag, cert, key string) (*realProc, string) {
+	t.Helper()
+	www := filepath.Join(e.dir, "www-tls")
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"a.txt": httpdBody(1, 3000), "b.txt": httpdBody(2, 20_000), "index.html": []byte("<html>tls</html>\n")} {
+		if err := os.WriteFile(filepath.Join(www, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(e.dir, "nginx-tls-"+tag)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "access.log")
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log stderr notice;
+events { worker_connections 1024; }
+http {
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	types { text/html html; text/plain txt; }
+	log_format suite '$request_method "$request_uri" $status $ssl_protocol $ssl_server_name';
+	keepalive_requests 10000;
+	server {
+		listen %[2]s:%[3]d ssl;
+		listen %[2]s:%[4]d;
+		ssl_certificate %[5]s;
+		ssl_certificate_key %[6]s;
+		ssl_protocols TLSv1.2 TLSv1.3;
+		root %[7]s;
+		access_log %[8]s suite;
+	}
+}
+`, dir, realServerIP, tlsNginxPort, tlsNginxPlain, cert, key, www, log)
+	cf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, e.srv, "nginx "+tag, "nginx", "-e", "stderr", "-p", dir, "-c", cf)
+	p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
+	return p, log
+}
+
+// nginxRequests stops nginx and returns its logged requests, sorted
+// (method, URI, status; with protoOnly false also the TLS version and SNI).
+func nginxRequests(t *testing.T, p *realProc, log string, protoToo bool) []string {
+	t.Helper()
+	if err := p.stop(t, syscall.SIGQUIT); err != nil {
+		t.Fatalf("nginx: %v", err)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(readFile(t, log)), "\n") {
+		if l == "" {
+			continue
+		}
+		f := strings.Fields(l)
+		if !protoToo && len(f) > 3 {
+			f = f[:3]
+		}
+		out = append(out, strings.Join(f, " "))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestPrivilegedRealTLSNginx(t *testing.T) {
+	requireReal(t, toolGo, toolTcpdump, toolNginx, toolCurl, toolEditcap)
+	bin := buildTcopyTun(t)
+	e := newRealEnv(t, bin)
+	cert, key := tlsTestCert(t, e.dir)
+	keylog := filepath.Join(e.dir, "keylog.txt")
+
+	// The capture: keep-alive connections of TLS 1.2 and TLS 1.3.
+	ng, log := startTLSNginx(t, e, "capture", cert, key)
+	capt := startCapture(t, e, shapeEthernet(), tlsNginxPort)
+	base := fmt.Sprintf("https://%s:%d", tlsServerName, tlsNginxPort)
+	resolve := fmt.Sprintf("%s:%d:%s", tlsServerName, tlsNginxPort, realServerIP)
+	env := []string{"SSLKEYLOGFILE=" + keylog}
+	for _, v := range [][]string{{"--tlsv1.2", "--tls-max", "1.2"}, {"--tlsv1.3"}} {
+		args := append([]string{"curl", "-sS", "--http1.1", "--cacert", cert, "--resolve", resolve}, v...)
+		args = append(args, "-o", "/dev/null", base+"/a.txt", "-o", "/dev/null", base+"/b.txt?v="+v[0],
+			"-o", "/dev/null", base+"/missing", "-o", "/dev/null", base+"/index.html")
+		p := startProcEnv(t, e.cli, "curl", env, args...)
+		if err := p.wait(t, realClientTimeout); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, p.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := capt.stop(t); n == 0 {
+		t.Fatal("the capture holds no packet")
+	}
+	want := nginxRequests(t, ng, log, true)
+	if len(want) != 8 {
+		t.Fatalf("the captured nginx logged %d requests, want 8:\n%s", len(want), strings.Join(want, "\n"))
+	}
+	for _, w := range want {
+		if !strings.Contains(w, tlsServerName) {
+			t.Fatalf("captured request without SNI %s: %q", tlsServerName, w)
+		}
+	}
+	if !strings.Contains(strings.Join(want, "\n"), "TLSv1.2") || !strings.Contains(strings.Join(want, "\n"), "TLSv1.3") {
+		t.Fatalf("want both TLS 1.2 and 1.3 in the capture:\n%s", strings.Join(want, "\n"))
+	}
+	target := netip.MustParseAddrPort(fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
+
+	// Replays with the key log, at speed 1 and max, and with the secrets
+	// inside a pcapng (no --tls-keylog).
+	withSecrets := filepath.Join(e.dir, "with-secrets.pcapng")
+	if out, err := e.srv.Output("editcap", "--inject-secrets", "tls,"+keylog, capt.file, withSecrets); err != nil {
+		t.Fatalf("editcap --inject-secrets: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		name, file, speed string
+		extra             []string
+	}{
+		{"keylog speed 1", capt.file, "1", []string{"--tls-keylog", keylog, "--target-ca", cert}},
+		{"keylog speed max", capt.file, "max", []string{"--tls-keylog", keylog, "--target-insecure"}},
+		{"pcapng secrets", withSecrets, "max", []string{"--target-ca", cert}},
+	} {
+		ng, log := startTLSNginx(t, e, strings.ReplaceAll(c.name, " ", "-"), cert, key)
+		run := e.replay(t, e.srv, c.file, target, c.speed, c.extra...)
+		got := nginxRequests(t, ng, log, true)
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("%s: the replayed nginx logged\n%s\nwant\n%s\n%s", c.name, strings.Join(got, "\n"), strings.Join(want, "\n"), run.stderr)
+		}
+		if !strings.Contains(run.stderr, "tls:         2 TLS sessions captured: 2 decrypted") ||
+			!strings.Contains(run.stderr, "tls target:  2 handshakes (0 failed)") {
+			t.Fatalf("%s: summary without the TLS lines:\n%s", c.name, run.stderr)
+		}
+		if run.report.Summary.Succeeded != 2 {
+			t.Fatalf("%s: %d sessions succeeded, want 2\n%s", c.name, run.report.Summary.Succeeded, run.stderr)
+		}
+	}
+
+	// Without keys: the TLS sessions are not replayed, and said so.
+	ng2, log2 := startTLSNginx(t, e, "nokeys", cert, key)
+	run, code := e.replayAnyExit(t, e.srv, capt.file, target, "max", "--target-insecure", "--target-tls", "on")
+	if got := nginxRequests(t, ng2, log2, false); len(got) != 0 {
+		t.Fatalf("without keys nginx logged %d requests: %v", len(got), got)
+	}
+	if code == 0 || !strings.Contains(run.stderr, "2 without keys") || !strings.Contains(run.stderr, "2 not replayed") {
+		t.Fatalf("without keys: exit status %d, summary:\n%s", code, run.stderr)
+	}
+}
+
+// A plaintext capture (taken behind a TLS terminator) replayed to an HTTPS
+// target with --target-tls on.
+func TestPrivilegedRealTLSTargetOn(t *testing.T) {
+	requireReal(t, toolGo, toolTcpdump, toolNginx, toolCurl)
+	bin := buildTcopyTun(t)
+	e := newRealEnv(t, bin)
+	cert, key := tlsTestCert(t, e.dir)
+	ng, log := startTLSNginx(t, e, "capture", cert, key)
+	capt := startCapture(t, e, shapeEthernet(), tlsNginxPlain)
+	base := fmt.Sprintf("http://%s:%d", realServerIP, tlsNginxPlain)
+	runClient(t, e.cli, "curl", "-sS", "-o", "/dev/null", base+"/a.txt", "-o", "/dev/null", base+"/b.txt", "-o", "/dev/null", base+"/missing")
+	if n := capt.stop(t); n == 0 {
+		t.Fatal("the capture holds no packet")
+	}
+	want := nginxRequests(t, ng, log, false)
+	if len(want) != 3 {
+		t.Fatalf("captured %d requests, want 3: %v", len(want), want)
+	}
+	ng, log = startTLSNginx(t, e, "replay", cert, key)
+	target := netip.MustParseAddrPort(fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
+	run := e.replay(t, e.srv, capt.file, target, "max", "--target-tls", "on", "--target-ca", cert)
+	got := nginxRequests(t, ng, log, true)
+	if len(got) != len(want) {
+		t.Fatalf("replayed nginx logged %v, want %v\n%s", got, want, run.stderr)
+	}
+	for i, g := range got {
+		// Over TLS (the protocol is logged), same request.
+		if !strings.HasPrefix(g, want[i]+" TLSv1.3") {
+			t.Fatalf("replayed request %q, want %q over TLS 1.3\n%s", g, want[i], run.stderr)
+		}
+	}
+	if !strings.Contains(run.stderr, "tls target:  1 handshakes (0 failed)") {
+		t.Fatalf("summary without the target's handshake:\n%s", run.stderr)
+	}
+}
