@@ -59,8 +59,8 @@ type tlsRun struct {
 	sinks []*tlssession.Sink
 
 	handshakes, handshakeFailed atomic.Int64
-	handshakeNs, handshakeMax  atomic.Int64
-	notReplayed                atomic.Int64 // TLS sessions without keys, or unsupported
+	handshakeNs, handshakeMax   atomic.Int64
+	notReplayed                 atomic.Int64 // TLS sessions without keys, or unsupported
 }
 
 type tlsDecision struct {
