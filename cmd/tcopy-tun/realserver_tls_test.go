@@ -8,20 +8,27 @@ package main
 // to the HTTPS listener with --target-tls on.
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -261,5 +268,131 @@ func TestPrivilegedRealTLSTargetOn(t *testing.T) {
 	}
 	if !strings.Contains(run.stderr, "tls target:  1 handshakes (0 failed)") {
 		t.Fatalf("summary without the target's handshake:\n%s", run.stderr)
+	}
+}
+
+// tlsdMain is the Go TLS server helper: net/http over TLS (HTTP/2 and
+// HTTP/1.1 by ALPN) on a.Listen; each request is printed as a line "req
+// METHOD URI PROTO SNI".
+func tlsdMain(a helperArgs) error {
+	cert, err := tls.LoadX509KeyPair(a.Cert, a.Key)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	srv := &http.Server{
+		Addr: a.Listen,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			fmt.Printf("req %s %s %s %s\n", r.Method, r.URL.RequestURI(), r.Proto, r.TLS.ServerName)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "%s %s\n%s", r.Method, r.URL.Path, httpdBody(3, 2000))
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	fmt.Println("tlsd listening")
+	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// tlsClientMain is the Go client helper: with a key log (KeyLogWriter),
+// HTTP/2 by ALPN, GETs a few paths over one connection from a.Addrs[0].
+func tlsClientMain(a helperArgs) error {
+	pemb, err := os.ReadFile(a.Cert)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemb)
+	kl, err := os.Create(a.KeyLog)
+	if err != nil {
+		return err
+	}
+	defer kl.Close()
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: tlsServerName, KeyLogWriter: kl},
+		ForceAttemptHTTP2: true,
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	for _, p := range []string{"/go/1", "/go/2?x=y", "/go/3"} {
+		resp, err := c.Get("https://" + a.Addrs[0] + p)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+			return fmt.Errorf("GET %s: %s %s, want HTTP/2 200", p, resp.Proto, resp.Status)
+		}
+	}
+	return nil
+}
+
+// goRequests stops the Go TLS server and returns the requests it printed.
+func goRequests(t *testing.T, p *realProc) []string {
+	t.Helper()
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("tlsd: %v\n%s", err, p.out.String())
+	}
+	var out []string
+	for _, l := range strings.Split(p.out.String(), "\n") {
+		if strings.HasPrefix(l, "req ") {
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestPrivilegedRealTLSGo(t *testing.T) {
+	requireReal(t, toolGo, toolTcpdump)
+	bin := buildTcopyTun(t)
+	e := newRealEnv(t, bin)
+	cert, key := tlsTestCert(t, e.dir)
+	keylog := filepath.Join(e.dir, "go-keylog.txt")
+	start := func(tag string) *realProc {
+		argv, env := helperArgv(t, "tlsd", helperArgs{Listen: fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort), Cert: cert, Key: key})
+		p := startProcEnv(t, e.srv, "tlsd "+tag, env, argv...)
+		p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
+		return p
+	}
+	srv := start("capture")
+	capt := startCapture(t, e, shapeEthernet(), tlsNginxPort)
+	argv, env := helperArgv(t, "tlsclient", helperArgs{Addrs: []string{fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort)}, Cert: cert, KeyLog: keylog})
+	cl := startProcEnv(t, e.cli, "tlsclient", env, argv...)
+	if err := cl.wait(t, realClientTimeout); err != nil {
+		t.Fatalf("Go TLS client: %v\n%s", err, cl.out.String())
+	}
+	if n := capt.stop(t); n == 0 {
+		t.Fatal("the capture holds no packet")
+	}
+	want := goRequests(t, srv)
+	if len(want) != 3 || !strings.Contains(want[0], "HTTP/2.0 "+tlsServerName) {
+		t.Fatalf("the captured server saw %q, want 3 HTTP/2 requests with SNI %s", want, tlsServerName)
+	}
+	srv = start("replay")
+	target := netip.MustParseAddrPort(fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
+	run := e.replay(t, e.srv, capt.file, target, "max", "--tls-keylog", keylog, "--target-ca", cert)
+	if got := goRequests(t, srv); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the replayed server saw\n%s\nwant\n%s\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), run.stderr)
+	}
+	if !strings.Contains(run.stderr, "1 TLS sessions captured: 1 decrypted") {
+		t.Fatalf("summary:\n%s", run.stderr)
 	}
 }

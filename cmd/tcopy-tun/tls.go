@@ -163,14 +163,22 @@ func (t *tlsRun) wrapSink(next session.Sink) session.Sink {
 // whether the session is TLS, then shakes hands with the target as the
 // captured client did (its SNI and ALPN) or passes the conn on.
 func (t *tlsRun) wrapConn(ctx context.Context, info *replay.SessionInfo, c net.Conn) (net.Conn, error) {
-	if !t.active.Load() {
-		return c, nil
-	}
 	d := t.decision(info.Head)
-	select {
-	case <-d.done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("TLS: the capture had not shown whether the session is TLS by the dial timeout: %w", context.Cause(ctx))
+	if !t.active.Load() {
+		// No keys and no TLS asked for: a session is dialed at once, as
+		// without TLS support; one already known to be TLS is not
+		// replayed (its plaintext is unknown), and counted.
+		select {
+		case <-d.done:
+		default:
+			return c, nil
+		}
+	} else {
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("TLS: the capture had not shown whether the session is TLS by the dial timeout: %w", context.Cause(ctx))
+		}
 	}
 	r := d.r
 	isTLS := r.Status != tlsdecrypt.StatusNotTLS && r.Status != tlsdecrypt.StatusUndecided
