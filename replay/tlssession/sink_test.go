@@ -189,6 +189,8 @@ func TestSinkThroughBuilder(t *testing.T) {
 				nw.WriteFrame(id, f)
 			}
 
+			// OnDecided: once per session, what it is.
+			decided := map[netip.AddrPort][]tlsdecrypt.Status{}
 			build := func(wrap bool) (map[netip.AddrPort]*session.Session, *tlssession.Sink) {
 				src, err := capture.NewSource(bytes.NewReader(file.Bytes()), "tls.pcapng")
 				if err != nil {
@@ -207,6 +209,9 @@ func TestSinkThroughBuilder(t *testing.T) {
 				var ts *tlssession.Sink
 				if wrap {
 					ts = tlssession.New(sink, kl)
+					ts.OnDecided = func(h *session.Head, r tlsdecrypt.Result) {
+						decided[h.Client] = append(decided[h.Client], r.Status)
+					}
 					sink = ts
 				}
 				b := session.NewBuilder(session.Config{ServerDataLimit: 1 << 30}, sink)
@@ -218,6 +223,15 @@ func TestSinkThroughBuilder(t *testing.T) {
 			}
 			got, ts := build(true)
 			raw, _ := build(false)
+			for client, want := range map[string]tlsdecrypt.Status{
+				"10.0.0.1:40001": tlsdecrypt.StatusDecrypting,
+				"10.0.0.2:40002": tlsdecrypt.StatusNoKeys,
+				"10.0.0.3:40003": tlsdecrypt.StatusNotTLS,
+			} {
+				if d := decided[netip.MustParseAddrPort(client)]; len(d) != 1 || d[0] != want {
+					t.Errorf("OnDecided for %s: %v, want once %v", client, d, want)
+				}
+			}
 
 			// The keyed TLS session: its plaintext, chunk by chunk.
 			s := got[netip.MustParseAddrPort("10.0.0.1:40001")]
