@@ -24,8 +24,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -200,6 +202,24 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 	withSecrets := filepath.Join(e.dir, "with-secrets.pcapng")
 	if out, err := e.srv.Output("editcap", "--inject-secrets", "tls,"+keylog, capt.file, withSecrets); err != nil {
 		t.Fatalf("editcap --inject-secrets: %v\n%s", err, out)
+	}
+	// inspect: per server, the TLS sessions with keys.
+	empty := filepath.Join(e.dir, "empty-keylog.txt")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-keylog", keylog, capt.file}, "2/2"},
+		{[]string{"--tls-keylog", empty, capt.file}, "0/2"},
+		{[]string{withSecrets}, "2/2"},
+	} {
+		out, err := exec.Command(bin, append([]string{"inspect"}, c.args...)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "TLS KEYED") || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(target.String())+`\s.*\s`+c.want+`$`).Match(out) {
+			t.Fatalf("inspect %v: %v, want %s TLS sessions keyed for %s:\n%s", c.args, err, c.want, target, out)
+		}
 	}
 	for _, c := range []struct {
 		name, file, speed string
