@@ -40,7 +40,7 @@ type inspectOptions struct {
 	keylog  string // --tls-keylog: count the TLS sessions it has keys for
 }
 
-const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server HOST:PORT]... FILE|-
+const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server HOST:PORT]... [--tls-keylog FILE] FILE|-
 
 Lists the TCP sessions a capture holds, per server endpoint: sessions,
 partial sessions (no handshake captured), bytes each way, when they ran and
