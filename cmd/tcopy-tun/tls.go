@@ -10,9 +10,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/tcopy-tun/tcopy-tun/replay"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
@@ -53,9 +55,10 @@ type tlsRun struct {
 
 	mu sync.Mutex
 	// by holds what each session turned out to be, by its Head (the
-	// runner sees the same Head the builder made). One small entry per
-	// session for the run.
-	by    map[*session.Head]*tlsDecision
+	// runner sees the same Head the builder made), held weakly: an entry
+	// goes when its Head is collected (the session is done with), so a
+	// run of millions of sessions holds only those in flight.
+	by    map[weak.Pointer[session.Head]]*tlsDecision
 	sinks []*tlssession.Sink
 
 	handshakes, handshakeFailed atomic.Int64
@@ -76,7 +79,7 @@ var errTLSNoKeys = errors.New("not replayed")
 // newTLSRun reads the key log and the target's TLS material; nil when TLS
 // plays no part (--target-tls off without --tls-keylog).
 func newTLSRun(f *tlsFlags) (*tlsRun, error) {
-	t := &tlsRun{mode: f.target, keys: tlsdecrypt.NewKeyLog(), by: make(map[*session.Head]*tlsDecision)}
+	t := &tlsRun{mode: f.target, keys: tlsdecrypt.NewKeyLog(), by: make(map[weak.Pointer[session.Head]]*tlsDecision)}
 	if f.keylog != "" {
 		fh, err := os.Open(f.keylog)
 		if err != nil {
@@ -135,14 +138,23 @@ func (t *tlsRun) watchSecrets(src capture.Source) {
 }
 
 func (t *tlsRun) decision(h *session.Head) *tlsDecision {
+	k := weak.Make(h)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	d := t.by[h]
+	d := t.by[k]
 	if d == nil {
 		d = &tlsDecision{done: make(chan struct{})}
-		t.by[h] = d
+		t.by[k] = d
+		runtime.AddCleanup(h, t.forget, k)
 	}
 	return d
+}
+
+// forget drops the entry of a Head that was collected.
+func (t *tlsRun) forget(k weak.Pointer[session.Head]) {
+	t.mu.Lock()
+	delete(t.by, k)
+	t.mu.Unlock()
 }
 
 // wrapSink puts the decryption between the session builder and the runner.

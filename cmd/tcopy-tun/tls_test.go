@@ -4,8 +4,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tcopy-tun/tcopy-tun/replay/session"
 )
 
 func TestTLSFlags(t *testing.T) {
@@ -74,4 +78,36 @@ func TestNewTLSRun(t *testing.T) {
 			t.Errorf("%+v: error %v, want one line with %q", c.f, err, c.want)
 		}
 	}
+}
+
+// The per-session decisions go with their sessions: a long run holds only
+// those of the sessions still referenced.
+func TestTLSDecisionsForgotten(t *testing.T) {
+	tr, err := newTLSRun(&tlsFlags{target: targetTLSAuto})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		tr.decision(&session.Head{})
+	}
+	kept := &session.Head{}
+	d := tr.decision(kept)
+	if tr.decision(kept) != d {
+		t.Fatal("a second look-up of the same Head made a new decision")
+	}
+	n := 0
+	for range 50 {
+		runtime.GC()
+		tr.mu.Lock()
+		n = len(tr.by)
+		tr.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n != 1 {
+		t.Fatalf("%d decisions held after collection, want 1 (the Head still referenced)", n)
+	}
+	runtime.KeepAlive(kept)
 }
