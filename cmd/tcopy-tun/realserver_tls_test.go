@@ -178,7 +178,7 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 		if err := p.wait(t, realClientTimeout); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, p.out.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // the last segments, before the next client or the capture's stop
 	}
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
@@ -266,6 +266,7 @@ func TestPrivilegedRealTLSTargetOn(t *testing.T) {
 	capt := startCapture(t, e, shapeEthernet(), tlsNginxPlain)
 	base := fmt.Sprintf("http://%s:%d", realServerIP, tlsNginxPlain)
 	runClient(t, e.cli, "curl", "-sS", "-o", "/dev/null", base+"/a.txt", "-o", "/dev/null", base+"/b.txt", "-o", "/dev/null", base+"/missing")
+	time.Sleep(300 * time.Millisecond) // the last segments, before the capture stops
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
 	}
@@ -399,6 +400,9 @@ func TestPrivilegedRealTLSGo(t *testing.T) {
 	if err := cl.wait(t, realClientTimeout); err != nil {
 		t.Fatalf("Go TLS client: %v\n%s", err, cl.out.String())
 	}
+	// The connection's last segments (the client's exit closes it) are
+	// on the wire before the capture stops.
+	time.Sleep(300 * time.Millisecond)
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
 	}
