@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -412,11 +413,27 @@ func TestPrivilegedRealTLSGo(t *testing.T) {
 	}
 	srv = start("replay")
 	target := netip.MustParseAddrPort(fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
-	run := e.replay(t, e.srv, capt.file, target, "max", "--tls-keylog", keylog, "--target-ca", cert)
-	if got := goRequests(t, srv); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("the replayed server saw\n%s\nwant\n%s\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), run.stderr)
+	// Run here (not e.replay) to read the report's "tls" member.
+	rep := filepath.Join(e.dir, "go-report.json")
+	p := startProc(t, e.srv, "tcopy-tun", bin, "--pcap", capt.file, "--target", target.String(), "--speed", "max",
+		"--progress", "never", "--report", rep, "--tls-keylog", keylog, "--target-ca", cert)
+	if err := p.wait(t, realReplayTimeout); err != nil {
+		t.Fatalf("tcopy-tun: %v\n%s", err, p.out.String())
 	}
-	if !strings.Contains(run.stderr, "1 TLS sessions captured: 1 decrypted") {
-		t.Fatalf("summary:\n%s", run.stderr)
+	if got := goRequests(t, srv); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the replayed server saw\n%s\nwant\n%s\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), p.out.String())
+	}
+	if !strings.Contains(p.out.String(), "1 TLS sessions captured: 1 decrypted") {
+		t.Fatalf("summary:\n%s", p.out.String())
+	}
+	var r struct {
+		TLS *tlsSummary `json:"tls"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, rep)), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.TLS == nil || r.TLS.Sessions != 1 || r.TLS.Decrypted != 1 || r.TLS.Handshakes != 1 || r.TLS.HandshakeMeanSecs <= 0 ||
+		r.TLS.HandshakeMaxSecs < r.TLS.HandshakeMeanSecs || r.TLS.NotReplayed != 0 {
+		t.Fatalf("report's tls member: %+v", r.TLS)
 	}
 }

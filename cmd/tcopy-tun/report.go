@@ -62,7 +62,11 @@ func (r *report) addTLS(t *tlsRun) {
 	if r.out == nil || t == nil {
 		return
 	}
-	r.out.Extras = append(r.out.Extras, intercept.Extra{Name: "tls", Value: t.summary()})
+	s := t.summary()
+	if s.Sessions+s.Handshakes+s.HandshakeFailed == 0 && !t.active.Load() {
+		return // a plaintext replay: its report is as before
+	}
+	r.out.Extras = append(r.out.Extras, intercept.Extra{Name: "tls", Value: s})
 }
 
 // agentsJSON is the report's "agents" member (--pcap-listen, --pcap

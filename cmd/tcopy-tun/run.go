@@ -398,8 +398,8 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 		st := m.Stats()
 		res.agents = &st
 		rep.addAgents(res.agents)
-		rep.addTLS(res.tls)
 	}
+	rep.addTLS(res.tls)
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
 	}

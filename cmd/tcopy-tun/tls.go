@@ -76,8 +76,9 @@ type tlsDecision struct {
 // get garbage.
 var errTLSNoKeys = errors.New("not replayed")
 
-// newTLSRun reads the key log and the target's TLS material; nil when TLS
-// plays no part (--target-tls off without --tls-keylog).
+// newTLSRun reads the key log and the target's TLS material. Decryption is
+// always in the replay's path: a pcapng may bring its own secrets, and a
+// TLS session without keys must not be sent as opaque records.
 func newTLSRun(f *tlsFlags) (*tlsRun, error) {
 	t := &tlsRun{mode: f.target, keys: tlsdecrypt.NewKeyLog(), by: make(map[weak.Pointer[session.Head]]*tlsDecision)}
 	if f.keylog != "" {
@@ -114,9 +115,6 @@ func newTLSRun(f *tlsFlags) (*tlsRun, error) {
 		}
 		t.base.Certificates = []tls.Certificate{c}
 	}
-	if f.target == targetTLSOff && f.keylog == "" {
-		return nil, nil
-	}
 	return t, nil
 }
 
@@ -150,6 +148,13 @@ func (t *tlsRun) decision(h *session.Head) *tlsDecision {
 	return d
 }
 
+// known returns h's decision if one was made or is awaited, else nil.
+func (t *tlsRun) known(h *session.Head) *tlsDecision {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.by[weak.Make(h)]
+}
+
 // forget drops the entry of a Head that was collected.
 func (t *tlsRun) forget(k weak.Pointer[session.Head]) {
 	t.mu.Lock()
@@ -161,6 +166,11 @@ func (t *tlsRun) forget(k weak.Pointer[session.Head]) {
 func (t *tlsRun) wrapSink(next session.Sink) session.Sink {
 	s := tlssession.New(next, t.keys)
 	s.OnDecided = func(h *session.Head, r tlsdecrypt.Result) {
+		if r.Status == tlsdecrypt.StatusNotTLS && !t.active.Load() {
+			// Nobody waits for a plain session's decision when no TLS
+			// is asked for: plaintext replays keep no entry.
+			return
+		}
 		d := t.decision(h)
 		d.r = r
 		close(d.done)
@@ -175,17 +185,21 @@ func (t *tlsRun) wrapSink(next session.Sink) session.Sink {
 // whether the session is TLS, then shakes hands with the target as the
 // captured client did (its SNI and ALPN) or passes the conn on.
 func (t *tlsRun) wrapConn(ctx context.Context, info *replay.SessionInfo, c net.Conn) (net.Conn, error) {
-	d := t.decision(info.Head)
+	var d *tlsDecision
 	if !t.active.Load() {
 		// No keys and no TLS asked for: a session is dialed at once, as
 		// without TLS support; one already known to be TLS is not
 		// replayed (its plaintext is unknown), and counted.
+		if d = t.known(info.Head); d == nil {
+			return c, nil
+		}
 		select {
 		case <-d.done:
 		default:
 			return c, nil
 		}
 	} else {
+		d = t.decision(info.Head)
 		select {
 		case <-d.done:
 		case <-ctx.Done():
