@@ -254,6 +254,17 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 	if code == 0 || !strings.Contains(run.stderr, "2 without keys") || !strings.Contains(run.stderr, "2 not replayed") {
 		t.Fatalf("without keys: exit status %d, summary:\n%s", code, run.stderr)
 	}
+	// Nor without any key source and --target-tls auto: no ciphertext
+	// reaches the target (the sessions are empty plaintext, or refused).
+	ng3, log3 := startTLSNginx(t, e, "nokeys-auto", cert, key)
+	run, _ = e.replayAnyExit(t, e.srv, capt.file, target, "max", "--target-insecure")
+	if got := nginxRequests(t, ng3, log3, false); len(got) != 0 {
+		t.Fatalf("without keys (auto) nginx logged %d requests: %v", len(got), got)
+	}
+	if !strings.Contains(run.stderr, "2 without keys") {
+		t.Fatalf("without keys (auto): summary:\n%s", run.stderr)
+	}
+	t.Logf("without keys, --target-tls auto:\n%s", run.stderr)
 }
 
 // A plaintext capture (taken behind a TLS terminator) replayed to an HTTPS
