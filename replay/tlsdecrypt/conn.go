@@ -170,6 +170,10 @@ func (c *Conn) Used(d Dir) int64 {
 	return c.h[d].bufOff
 }
 
+// Stopped reports whether direction d takes no more input (a hole, a
+// failure, an alert, or no keys): the caller may stop feeding it.
+func (c *Conn) Stopped(d Dir) bool { return d > ServerToClient || c.h[d].stop }
+
 // Result returns the connection's state so far. Its slices are shared.
 func (c *Conn) Result() Result { return c.res }
 
