@@ -151,7 +151,21 @@ type Conn struct {
 	sec         Secrets
 	earlyOK     bool // TLS 1.3 early data offered and not yet ruled out
 	serverHello bool
+	// early are server pieces fed before the ClientHello was whole (a
+	// caller's client bytes may lag); earlyBytes bounds them.
+	early      []earlyPiece
+	earlyBytes int
 }
+
+type earlyPiece struct {
+	off  int64
+	t    time.Time
+	data []byte
+}
+
+// maxEarlyServer bounds the server bytes held before the ClientHello; a
+// server that sends more first is not TLS.
+const maxEarlyServer = 1 << 16
 
 // NewConn returns a decryptor that looks the connection's secrets up in
 // keys and hands decrypted application data to emit, in the order it is
@@ -169,6 +183,10 @@ func (c *Conn) Used(d Dir) int64 {
 	}
 	return c.h[d].bufOff
 }
+
+// Stopped reports whether direction d takes no more input (a hole, a
+// failure, an alert, or no keys): the caller may stop feeding it.
+func (c *Conn) Stopped(d Dir) bool { return d > ServerToClient || c.h[d].stop }
 
 // Result returns the connection's state so far. Its slices are shared.
 func (c *Conn) Result() Result { return c.res }
@@ -198,10 +216,9 @@ func (c *Conn) failBoth(st Status, err error) { c.fail(st, err, ClientToServer, 
 // (offsets from 0 at the direction's first byte), captured at t. Pieces of
 // a direction come in stream order; bytes already fed are ignored (a
 // retransmission), a piece beyond the next expected offset is a hole. data
-// is not kept after Feed returns. The directions are otherwise independent,
-// except that the ClientHello must come before the server's first bytes
-// (server bytes before it make the connection StatusNotTLS): a caller whose
-// client bytes lag (replay/tlssession) holds the server's back until then.
+// is not kept after Feed returns. The two directions may be fed with some
+// lag between them: server bytes that come before the ClientHello is whole
+// are held (up to 64 KiB: a server that says more first is not TLS).
 func (c *Conn) Feed(d Dir, off int64, t time.Time, data []byte) {
 	if d > ServerToClient {
 		return
@@ -222,10 +239,12 @@ func (c *Conn) Feed(d Dir, off int64, t time.Time, data []byte) {
 		return
 	}
 	if d == ServerToClient && c.ch == nil {
-		// Server bytes before a whole ClientHello: a server that speaks
-		// first is not TLS.
-		if c.res.Status == StatusUndecided {
-			c.failBoth(StatusNotTLS, fmt.Errorf("%w: the server sent bytes before a client hello", ErrNotTLS))
+		// Server bytes before a whole ClientHello: held until it is (the
+		// client's bytes may be fed late), unless there are too many.
+		c.early = append(c.early, earlyPiece{off, t, append([]byte(nil), data...)})
+		h.next = off + int64(len(data))
+		if c.earlyBytes += len(data); c.earlyBytes > maxEarlyServer {
+			c.failBoth(StatusNotTLS, fmt.Errorf("%w: the server sent %d bytes before a client hello", ErrNotTLS, c.earlyBytes))
 		}
 		return
 	}
@@ -244,6 +263,21 @@ func (c *Conn) Feed(d Dir, off int64, t time.Time, data []byte) {
 	}
 	h.next = off + int64(len(data))
 	c.records(d)
+}
+
+// flushEarly feeds the server bytes held before the ClientHello, right
+// after it: where they came in the capture, relative to the client's
+// later records.
+func (c *Conn) flushEarly() {
+	if len(c.early) == 0 {
+		return
+	}
+	early := c.early
+	c.early, c.earlyBytes = nil, 0
+	c.h[ServerToClient].next = early[0].off
+	for _, p := range early {
+		c.Feed(ServerToClient, p.off, p.t, p.data)
+	}
 }
 
 // Hole reports n bytes of direction d missing from the capture at the next
@@ -478,6 +512,7 @@ func (c *Conn) message(d Dir, typ byte, body []byte, encrypted bool) {
 		}
 		c.ch = ch // a second hello (after HelloRetryRequest) replaces the first
 		c.earlyOK = ch.earlyData
+		c.flushEarly()
 	case d == ClientToServer && c.ch == nil:
 		c.failBoth(StatusNotTLS, fmt.Errorf("%w: the client's first handshake message is of type %d", ErrNotTLS, typ))
 	case d == ServerToClient && typ == hsServerHello && !encrypted:

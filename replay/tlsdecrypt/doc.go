@@ -10,6 +10,10 @@
 //     CLIENT_/SERVER_HANDSHAKE_TRAFFIC_SECRET and CLIENT_/SERVER_TRAFFIC_SECRET_0,
 //     by client random; other labels, comments and blank lines are skipped.
 //     Bounded: MaxKeyLogLine per line, MaxKeyLogEntries client randoms.
+//     A KeyLog shared by the connections of a capture also remembers the
+//     TLS 1.2 master secrets it saw used, by session ID and ticket (at most
+//     65536), because a resumed TLS 1.2 session reuses its master secret
+//     and not every endpoint logs it again (crypto/tls does not).
 //   - Conn: one TCP connection's decryptor. It is fed the two byte streams
 //     (client→server, server→client) in capture order, each piece with its
 //     stream offset and capture time; it parses records across pieces,

@@ -215,3 +215,41 @@ func TestRFC8448Conn(t *testing.T) {
 		}
 	}
 }
+
+// TestServerBeforeClientHello: a caller whose client bytes lag (the session
+// Builder hands a client chunk on only when the next one starts) may feed
+// the server's answer before the ClientHello: it is held, and the trace
+// decrypts as when fed in capture order. A server that says more than
+// 64 KiB first is not TLS.
+func TestServerBeforeClientHello(t *testing.T) {
+	var pt [2][]byte
+	c := NewConn(rfc8448KeyLog(t), func(p Piece) { pt[p.Dir] = append(pt[p.Dir], p.Data...) })
+	var off [2]int64
+	feed := func(d Dir, recs ...string) {
+		for _, r := range recs {
+			b := unhex(t, r)
+			// In two pieces, the second repeating a byte of the first
+			// (a retransmission).
+			c.Feed(d, off[d], time.Unix(0, 0), b[:len(b)/2+1])
+			c.Feed(d, off[d]+int64(len(b)/2), time.Unix(0, 0), b[len(b)/2:])
+			off[d] += int64(len(b))
+		}
+	}
+	feed(ServerToClient, rfc8448ServerHello, rfc8448ServerFlight)
+	c.Feed(ClientToServer, 0, time.Unix(0, 0), unhex(t, rfc8448ClientHello)[:100]) // not yet a whole ClientHello
+	if r := c.Result(); r.Status != StatusUndecided {
+		t.Fatalf("before the ClientHello: %v (%v)", r.Status, r.Err)
+	}
+	off[ClientToServer] = 0
+	feed(ClientToServer, rfc8448ClientHello, rfc8448ClientFinished, rfc8448ClientData)
+	feed(ServerToClient, rfc8448NewSessionTicket, rfc8448ServerData)
+	if r := c.Result(); r.Status != StatusDecrypting || !bytes.Equal(pt[0], rfc8448Payload()) || !bytes.Equal(pt[1], rfc8448Payload()) {
+		t.Fatalf("status %v (%v), plaintext %x / %x", r.Status, r.Err, pt[0], pt[1])
+	}
+
+	c = NewConn(rfc8448KeyLog(t), nil)
+	c.Feed(ServerToClient, 0, time.Unix(0, 0), make([]byte, 1<<16+1))
+	if r := c.Result(); r.Status != StatusNotTLS {
+		t.Fatalf("a server speaking first: %v", r.Status)
+	}
+}

@@ -313,3 +313,109 @@ func TestOpenSSLCBC(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenSSLEarlyData: OpenSSL resumes a TLS 1.3 session with 0-RTT early
+// data, which the server accepts. Early data is under a secret this
+// package does not use: its records are skipped and counted, and the
+// rest of the connection — PSK resumption, the handshake, the data after
+// it — decrypts.
+func TestOpenSSLEarlyData(t *testing.T) {
+	openssl := needTool(t, "openssl", "openssl")
+	dir := t.TempDir()
+	cert := testCert(t)
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	early := filepath.Join(dir, "early.txt")
+	os.WriteFile(early, []byte("early!\n"), 0o600)
+	sess := filepath.Join(dir, "sess.pem")
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	srv := exec.CommandContext(ctx, openssl, "s_server", "-accept", "127.0.0.1:"+port, "-naccept", "2",
+		"-cert", certFile, "-key", keyFile, "-tls1_3", "-early_data")
+	var srvOut lockedBuffer
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
+	// s_server ends the connection at the end of its standard input:
+	// keep it open.
+	srvIn, _ := srv.StdinPipe()
+	defer srvIn.Close()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	waitOut := func(b *lockedBuffer, s string) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(b.String(), s); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %q; server said:\n%s", s, srvOut.String())
+			}
+		}
+	}
+	waitOut(&srvOut, "ACCEPT")
+
+	// connect runs one s_client through a recording proxy, sends line and
+	// waits for the server to print it.
+	connect := func(line string, args ...string) (*recorder, []byte) {
+		addr, rec, proxyDone := recordingProxy(t, "127.0.0.1:"+port)
+		keys := filepath.Join(dir, "keys-"+strings.TrimSpace(line))
+		cl := exec.CommandContext(ctx, openssl, append([]string{"s_client", "-connect", addr, "-tls1_3", "-keylogfile", keys}, args...)...)
+		stdin, _ := cl.StdinPipe()
+		var clOut lockedBuffer
+		cl.Stdout, cl.Stderr = &clOut, &clOut
+		if err := cl.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Process.Kill()
+		io.WriteString(stdin, line)
+		waitOut(&srvOut, strings.TrimSpace(line))
+		if slices.Contains(args, "-sess_out") {
+			// The ticket comes after the handshake: keep the connection
+			// until s_client has written it.
+			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				if fi, err := os.Stat(sess); err == nil && fi.Size() > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no session written; s_client said:\n%s", clOut.String())
+				}
+			}
+		}
+		stdin.Close()
+		cl.Wait()
+		<-proxyDone
+		kb, err := os.ReadFile(keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec, kb
+	}
+	connect("first\n", "-sess_out", sess)
+	rec, kb := connect("late\n", "-sess_in", sess, "-early_data", early)
+	waitOut(&srvOut, "early!")
+
+	kl, err := ParseKeyLog(bytes.NewReader(kb), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [2][]Piece
+	c := NewConn(kl, func(p Piece) { got[p.Dir] = append(got[p.Dir], p) })
+	pt := feedRandom(t, c, &got, rec.events(), newRand(13), 64)
+	r := c.Result()
+	if r.Status != StatusDecrypting || !r.Resumed || r.EarlyDataSkipped == 0 {
+		t.Fatalf("status %v (%v), resumed %v, early records skipped %d", r.Status, r.Err, r.Resumed, r.EarlyDataSkipped)
+	}
+	if string(pt[ClientToServer]) != "late\n" {
+		t.Fatalf("client plaintext %q, want the data after the handshake", pt[ClientToServer])
+	}
+}

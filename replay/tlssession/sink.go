@@ -113,8 +113,6 @@ type feed struct {
 	// Server side: decrypted records, for ServerBytesBefore.
 	srv      []srvRecord
 	srvPlain int64 // plaintext server bytes so far
-	// Ciphertext fed per direction, for the holes at the end.
-	fed [2]int64
 	// lastSBB keeps ServerBytesBefore from decreasing in plaintext too.
 	lastSBB int64
 	// held are the events before the first client chunk: the Builder
@@ -198,8 +196,12 @@ func (f *feed) Chunk(c session.Chunk) {
 		f.next.Chunk(c)
 		return
 	}
+	if f.conn.Stopped(tlsdecrypt.ClientToServer) {
+		// Nothing more will be decrypted: keep nothing (the rest becomes
+		// a hole at End).
+		return
+	}
 	f.marks = append(f.marks, chunkMark{c.StreamOffset, c.ServerBytesBefore})
-	f.fed[tlsdecrypt.ClientToServer] = c.StreamOffset + int64(len(c.Data))
 	f.conn.Feed(tlsdecrypt.ClientToServer, c.StreamOffset, f.h.Start.Add(c.Offset), c.Data)
 	f.tell(false)
 	for _, o := range f.out {
@@ -225,7 +227,9 @@ func (f *feed) server(off int64, data []byte, at time.Duration) {
 		f.nextServer(off, data, at)
 		return
 	}
-	f.fed[tlsdecrypt.ServerToClient] = off + int64(len(data))
+	if f.conn.Stopped(tlsdecrypt.ServerToClient) {
+		return
+	}
 	t := f.h.Start
 	if at >= 0 {
 		t = t.Add(at)
@@ -301,7 +305,6 @@ func (f *feed) Hole(h session.Hole) {
 		d = tlsdecrypt.ServerToClient
 	}
 	f.conn.Hole(d, h.Len)
-	f.fed[d] = h.Offset + h.Len
 }
 
 func (f *feed) End(t *session.Tail) {

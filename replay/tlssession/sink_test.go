@@ -282,3 +282,65 @@ func TestSinkThroughBuilder(t *testing.T) {
 		})
 	}
 }
+
+// TestSinkHole: a client segment missing from the capture stops the
+// client's decryption there (its records and their sequence numbers are
+// lost): the plaintext before it comes out, the rest of the client stream
+// is one hole at the end of that plaintext, and the server's plaintext is
+// whole.
+func TestSinkHole(t *testing.T) {
+	run := runTLS(t, tls.VersionTLS13, [][2]int{{300, 5000}, {20000, 10}, {7, 400}})
+	pkts := run.packets("10.0.0.1:40001", "10.0.0.9:443")
+	// Drop the tenth client segment with data: inside the 20000-byte
+	// request.
+	n := 0
+	for i, p := range pkts {
+		if p.Src.Port() == 40001 && len(p.Payload) > 0 {
+			if n++; n == 10 {
+				pkts = append(pkts[:i:i], pkts[i+1:]...)
+				break
+			}
+		}
+	}
+	frames, err := rt.Frames(rt.LinkEthernet, pkts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kl, err := tlsdecrypt.ParseKeyLog(bytes.NewReader(run.keylog), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *session.Session
+	var res tlsdecrypt.Result
+	ts := tlssession.New(session.Collect(func(x *session.Session) { s = x }), kl)
+	ts.OnResult = func(_ *session.Head, r tlsdecrypt.Result) { res = r }
+	b := session.NewBuilder(session.Config{ServerDataLimit: 1 << 30}, ts)
+	src, err := capture.NewSource(bytes.NewReader(rt.Pcap(rt.PcapOptions{LinkType: rt.LinkEthernet}, frames)), "hole.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReadFrom(capture.NewReader(src, "hole.pcap")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if res.Status != tlsdecrypt.StatusHole || ts.Stats().Holes != 1 {
+		t.Fatalf("status %v (%v), stats %+v", res.Status, res.Err, ts.Stats())
+	}
+	var client []byte
+	for _, c := range s.Chunks {
+		client = append(client, c.Data...)
+	}
+	sent := bytes.Join(run.req, nil)
+	if len(client) == 0 || len(client) >= len(sent) || !bytes.Equal(client, sent[:len(client)]) {
+		t.Fatalf("client plaintext: %d bytes, want a proper prefix of the %d sent", len(client), len(sent))
+	}
+	if !bytes.Equal(s.ServerData, bytes.Join(run.resp, nil)) {
+		t.Fatalf("server plaintext: %d bytes, want %d", len(s.ServerData), len(bytes.Join(run.resp, nil)))
+	}
+	if len(s.Holes) != 1 || s.Holes[0].Server || s.Holes[0].Offset != int64(len(client)) || s.Holes[0].Len <= 0 {
+		t.Fatalf("holes %+v, want one client hole at plaintext offset %d", s.Holes, len(client))
+	}
+	if s.ClientBytes != int64(len(client))+s.Holes[0].Len {
+		t.Fatalf("ClientBytes %d, want the plaintext and the hole", s.ClientBytes)
+	}
+}
