@@ -179,8 +179,9 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 		if err := p.wait(t, realClientTimeout); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, p.out.String())
 		}
-		time.Sleep(300 * time.Millisecond) // the last segments, before the next client or the capture's stop
+		time.Sleep(300 * time.Millisecond) // the last segments, before the next client
 	}
+	time.Sleep(realBlockTimeout) // and written, before the capture stops (see TestPrivilegedRealTLSGo)
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
 	}
@@ -278,7 +279,7 @@ func TestPrivilegedRealTLSTargetOn(t *testing.T) {
 	capt := startCapture(t, e, shapeEthernet(), tlsNginxPlain)
 	base := fmt.Sprintf("http://%s:%d", realServerIP, tlsNginxPlain)
 	runClient(t, e.cli, "curl", "-sS", "-o", "/dev/null", base+"/a.txt", "-o", "/dev/null", base+"/b.txt", "-o", "/dev/null", base+"/missing")
-	time.Sleep(300 * time.Millisecond) // the last segments, before the capture stops
+	time.Sleep(realBlockTimeout) // the last segments written, before the capture stops (see TestPrivilegedRealTLSGo)
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
 	}
@@ -413,8 +414,10 @@ func TestPrivilegedRealTLSGo(t *testing.T) {
 		t.Fatalf("Go TLS client: %v\n%s", err, cl.out.String())
 	}
 	// The connection's last segments (the client's exit closes it) are
-	// on the wire before the capture stops.
-	time.Sleep(300 * time.Millisecond)
+	// on the wire, and tcpdump (starved on a loaded machine: the suite
+	// lost one segment of 54 under load) has written them, before the
+	// capture stops.
+	time.Sleep(realBlockTimeout)
 	if n := capt.stop(t); n == 0 {
 		t.Fatal("the capture holds no packet")
 	}
