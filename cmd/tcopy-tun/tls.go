@@ -251,7 +251,35 @@ func (t *tlsRun) wrapConn(ctx context.Context, info *replay.SessionInfo, c net.C
 			break
 		}
 	}
-	return tc, nil
+	return &tlsConn{tc, c}, nil
+}
+
+// tlsConn is the replay's TLS conn: the engine half-closes and aborts
+// through it.
+type tlsConn struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+// CloseWrite sends close_notify and then the FIN, as the captured client
+// did (tls.Conn.CloseWrite sends only the alert: a server waiting for the
+// FIN would wait out the replay's close timeout).
+func (c *tlsConn) CloseWrite() error {
+	err := c.Conn.CloseWrite()
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		if e := cw.CloseWrite(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Abort resets the connection underneath, where it can.
+func (c *tlsConn) Abort() error {
+	if ab, ok := c.raw.(interface{ Abort() error }); ok {
+		return ab.Abort()
+	}
+	return c.raw.Close()
 }
 
 // canReplay: some application data could be decrypted (keys found, the
