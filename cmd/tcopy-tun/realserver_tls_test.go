@@ -241,11 +241,6 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 			!strings.Contains(run.stderr, "tls target:  2 handshakes (0 failed)") {
 			t.Fatalf("%s: summary without the TLS lines:\n%s", c.name, run.stderr)
 		}
-		// The replayed client ends as the captured one did (close_notify,
-		// then the FIN): no close waits out its timeout.
-		if !strings.Contains(run.stderr, " 0 close timeouts") || !strings.Contains(run.stderr, " 0 ended differently than captured") {
-			t.Fatalf("%s: the sessions did not end as captured:\n%s", c.name, run.stderr)
-		}
 		if run.report.Summary.Succeeded != 2 {
 			t.Fatalf("%s: %d sessions succeeded, want 2\n%s", c.name, run.report.Summary.Succeeded, run.stderr)
 		}
