@@ -22,7 +22,7 @@ TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 # with a font, which loads the --html report in its tests.
 DEBS := iproute2 util-linux libcap2-bin procps tcpdump tshark curl netcat-openbsd \
         redis-server redis-tools nginx apache2-utils mariadb-server mariadb-client \
-        gcc libc6-dev prometheus chromium fonts-dejavu-core
+        gcc libc6-dev prometheus chromium fonts-dejavu-core openssl wireshark-common
 
 .DEFAULT_GOAL := help
 

@@ -1,9 +1,11 @@
 package replay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -57,6 +59,12 @@ type Config struct {
 	// Dialer opens the connections: the netstack over the TUN, kernel
 	// sockets (SocketDialer), or an in-memory pair in tests.
 	Dialer Dialer
+	// WrapConn, if set, is called with each connection once dialed,
+	// before the first turn, and its conn is replayed instead (a TLS
+	// client handshake: the session's turns are then its plaintext). It
+	// runs under the dial timeout (ctx); its time is not a turn's. An
+	// error fails the session as a dial error does.
+	WrapConn func(ctx context.Context, info *SessionInfo, c net.Conn) (net.Conn, error)
 
 	// Target is where sessions of any captured server not in Map go
 	// (--target). Map sends sessions of a captured server to its own target

@@ -154,6 +154,12 @@ func (sr *sessRun) run(ctx context.Context, ready time.Time) {
 	dctx, dcancel := context.WithCancelCause(sctx)
 	dtimer := clock.AfterFunc(cfg.DialTimeout, func() { dcancel(errDialTimeout) })
 	conn, err := cfg.Dialer.DialTCP(dctx, info.Client, info.Target)
+	if err == nil && cfg.WrapConn != nil {
+		var wc net.Conn
+		if wc, err = cfg.WrapConn(dctx, info, conn); err == nil {
+			conn = wc
+		}
+	}
 	dtimer.Stop()
 	dialCause := context.Cause(dctx)
 	dcancel(nil)

@@ -17,13 +17,20 @@ func TestDependencyBoundaries(t *testing.T) {
 	// replay/metrics (and the command) know Prometheus.
 	prom := "github.com/prometheus"
 	banned := map[string][]string{
-		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
-		"replay/session": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
-		"replay/agent":   {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/vishvananda/netlink", prom},
-		"replay":         {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
-		"netstack":       {"github.com/gopacket/gopacket", mod + "replay", mod + "tun", mod + "intercept", prom},
-		"tun":            {gvisor, "github.com/gopacket/gopacket", mod + "replay", mod + "netstack", mod + "intercept", prom},
-		"intercept":      {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/capture": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", mod + "replay/tlsdecrypt", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		// TLS decryption is crypto over byte streams: it knows neither
+		// packets (capture hands it pcapng secrets through an interface)
+		// nor sessions.
+		// The TLS seam works on session events, between the Builder and
+		// the replay.
+		"replay/tlssession": {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/tlsdecrypt": {gvisor, "github.com/gopacket/gopacket", mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/capture", mod + "replay/session", mod + "replay/agent", mod + "replay/metrics", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/session":    {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"replay/agent":      {gvisor, mod + "netstack", mod + "tun", mod + "intercept", mod + "replay/session", "github.com/vishvananda/netlink", prom},
+		"replay":            {gvisor, mod + "netstack", mod + "tun", mod + "intercept", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
+		"netstack":          {"github.com/gopacket/gopacket", mod + "replay", mod + "tun", mod + "intercept", prom},
+		"tun":               {gvisor, "github.com/gopacket/gopacket", mod + "replay", mod + "netstack", mod + "intercept", prom},
+		"intercept":         {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		// The HTML page is drawn from the report alone.
 		"intercept/htmlreport": {gvisor, mod + "netstack", mod + "tun", "github.com/songgao/water", "github.com/vishvananda/netlink", prom},
 		"replay/metrics":       {gvisor, mod + "netstack", mod + "tun", "github.com/vishvananda/netlink"},

@@ -78,6 +78,8 @@ type replayFlags struct {
 	ignore     string           // --ignore FILE: rules of the per-request comparison
 	rules      *intercept.Rules // read from ignore
 	failSlower float64          // --fail-slower RATIO (0: off)
+
+	tls tlsFlags // --tls-keylog, --target-tls and its companions (tls.go)
 }
 
 // addrPortValue parses HOST:PORT flags (resolveAddrPort).
@@ -220,6 +222,12 @@ func newReplayFlagSet(f *replayFlags, out io.Writer, lookup lookupFunc, af *agen
 	x := &extraFlags{}
 	fs.StringVar(&f.logFormat, "log-format", logText, "messages on stderr: text (one line each, for people) or json (one object per line, with time and level; the summary too)")
 	fs.StringVar(&f.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics while the replay runs: PORT or :PORT (on 127.0.0.1), or IP:PORT")
+	fs.StringVar(&f.tls.keylog, "tls-keylog", "", "decrypt the capture's TLS sessions with the NSS key log `FILE` (SSLKEYLOGFILE); secrets in a pcapng's decryption secrets blocks are used too (README \"TLS\")")
+	fs.StringVar(&f.tls.target, "target-tls", targetTLSAuto, "speak TLS to the target: auto (for the sessions that were TLS in the capture), on (every session: plaintext captures taken behind a terminator), off (never)")
+	fs.StringVar(&f.tls.ca, "target-ca", "", "PEM `FILE` of the certificates that may sign the target's (default: the system's)")
+	fs.BoolVar(&f.tls.insecure, "target-insecure", false, "do not verify the target's certificate")
+	fs.StringVar(&f.tls.cert, "target-cert", "", "PEM `FILE`: client certificate shown to a target that asks for one (with --target-key)")
+	fs.StringVar(&f.tls.key, "target-key", "", "PEM `FILE`: the private key of --target-cert")
 	fs.Var(&x.metricsAllow, "metrics-allow", "only these peers may connect to --metrics: `PREFIX` or address; repeatable (default: any peer that reaches ADDR)")
 	return fs, &maps, &nets, &speed, &shard, &link, x
 }
@@ -275,6 +283,9 @@ func parseReplayFlagsLookup(args []string, out io.Writer, lookup lookupFunc) (*r
 		return nil, fmt.Errorf("--target HOST:PORT is required (or --map CAPTURED=TARGET)")
 	}
 	if err := parseAgentFlags(f, &af, lookup); err != nil {
+		return nil, err
+	}
+	if err := f.tls.validate(); err != nil {
 		return nil, err
 	}
 	var err error

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
 	"github.com/tcopy-tun/tcopy-tun/replay/session"
+	"github.com/tcopy-tun/tcopy-tun/replay/tlsdecrypt"
 )
 
 // inspectJSONVersion is the version of inspect's --json document. Fields
@@ -34,9 +37,10 @@ type inspectOptions struct {
 	verbose bool
 	json    bool
 	servers []netip.AddrPort
+	keylog  string // --tls-keylog: count the TLS sessions it has keys for
 }
 
-const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server HOST:PORT]... FILE|-
+const inspectUsage = `usage: tcopy-tun inspect [-v] [--json] [--server HOST:PORT]... [--tls-keylog FILE] FILE|-
 
 Lists the TCP sessions a capture holds, per server endpoint: sessions,
 partial sessions (no handshake captured), bytes each way, when they ran and
@@ -49,6 +53,8 @@ flags:
   --server HOST:PORT only this server endpoint (repeatable); it also tells
                      which side is the server where no handshake was captured
                      (0.0.0.0:PORT selects a port on any address)
+  --tls-keylog FILE  NSS key log: per server, how many TLS sessions it (or
+                     the pcapng's decryption secrets blocks) has keys for
 `
 
 // parseInspectArgs parses flags and the one file argument; flags may come
@@ -59,6 +65,7 @@ func parseInspectArgs(args []string, stdout io.Writer) (*inspectOptions, error) 
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&o.verbose, "v", false, "")
 	fs.BoolVar(&o.json, "json", false, "")
+	fs.StringVar(&o.keylog, "tls-keylog", "", "")
 	fs.Func("server", "", func(s string) error {
 		ap, err := resolveAddrPort(s, systemLookup)
 		if err != nil {
@@ -118,6 +125,35 @@ func runInspect(e env, args []string) int {
 		fmt.Fprintf(e.stderr, "tcopy-tun: %v\n", err)
 		return exitInput
 	}
+	// TLS keys: from --tls-keylog, and from the capture's decryption
+	// secrets blocks as they are read (they come before the packets they
+	// are for).
+	var keys *tlsdecrypt.KeyLog
+	if o.keylog != "" {
+		fh, err := os.Open(o.keylog)
+		if err == nil {
+			keys, err = tlsdecrypt.ParseKeyLog(fh, o.keylog)
+			fh.Close()
+		}
+		if err != nil {
+			src.Close()
+			fmt.Fprintf(e.stderr, "tcopy-tun: inspect --tls-keylog: %v\n", err)
+			return exitUsage
+		}
+	}
+	if sh, ok := src.(capture.SecretsHandler); ok {
+		sh.OnSecrets(func(sec capture.Secrets) {
+			if sec.Type != capture.SecretsTLSKeyLog {
+				return
+			}
+			if keys == nil {
+				keys = tlsdecrypt.NewKeyLog()
+			}
+			if err := keys.Read(bytes.NewReader(sec.Data), "pcapng decryption secrets block"); err != nil {
+				fmt.Fprintf(e.stderr, "tcopy-tun: warning: %v\n", err)
+			}
+		})
+	}
 	r := capture.NewReader(src, o.file)
 	defer r.Close()
 
@@ -131,6 +167,10 @@ func runInspect(e env, args []string) int {
 	cfg := session.Config{Servers: o.servers, ServerDataLimit: inspectServerPrefix}
 	bstats, rerr := session.Build(r, cfg, func(s *session.Session) {
 		row := newInspectRow(s)
+		if keys != nil {
+			agg.keys = true
+			row.tls, row.tlsKeyed = tlsKeyed(s, keys)
+		}
 		agg.add(&row)
 		if o.verbose {
 			out.session(&row)
@@ -188,6 +228,7 @@ type inspectRow struct {
 	client, server           netip.AddrPort
 	start, duration          time.Duration // start from the capture's first packet
 	chunks                   int
+	tls, tlsKeyed            bool // began with a ClientHello; the key log has its keys
 	clientBytes, serverBytes int64
 	end                      session.End
 	flags                    session.Flags
@@ -224,6 +265,7 @@ type inspectServer struct {
 	clientBytes, serverBytes int64
 	first, last              time.Duration // first start, last end
 	votes                    map[session.Protocol]int
+	tls, tlsKeyed            int
 }
 
 func (s *inspectServer) protocol() session.Protocol {
@@ -238,6 +280,22 @@ func (s *inspectServer) protocol() session.Protocol {
 
 type inspectAgg struct {
 	servers map[netip.AddrPort]*inspectServer
+	keys    bool // a key log was given or found: the TLS columns are shown
+}
+
+// tlsKeyed says whether s begins with a TLS ClientHello and whether keys
+// has secrets for its client random (the 32 bytes after the record
+// header, the handshake header and the version).
+func tlsKeyed(s *session.Session, keys tlsdecrypt.Keys) (isTLS, keyed bool) {
+	if len(s.Chunks) == 0 {
+		return false, false
+	}
+	b := s.Chunks[0].Data
+	if len(b) < 43 || b[0] != 0x16 || b[1] != 3 || b[5] != 1 {
+		return false, false
+	}
+	_, ok := keys.Lookup(b[11:43])
+	return true, ok
 }
 
 func newInspectAgg() *inspectAgg {
@@ -272,6 +330,12 @@ func (a *inspectAgg) add(r *inspectRow) {
 	s.first = min(s.first, r.start)
 	s.last = max(s.last, end)
 	s.votes[r.proto]++
+	if r.tls {
+		s.tls++
+		if r.tlsKeyed {
+			s.tlsKeyed++
+		}
+	}
 }
 
 // sorted lists the servers, most sessions first.
@@ -327,11 +391,19 @@ func (t *inspectText) finish(a *inspectAgg, c capture.Stats, b session.Stats, re
 	for _, s := range servers {
 		width = max(width, len(s.addr.String()))
 	}
-	hdr := "%-*s  %-10s  %8s  %7s  %12s  %12s  %12s  %12s\n"
+	hdr := "%-*s  %-10s  %8s  %7s  %12s  %12s  %12s  %12s"
 	fmt.Fprintf(t.w, hdr, width, "SERVER", "PROTOCOL", "SESSIONS", "PARTIAL", "CLIENT BYTES", "SERVER BYTES", "FIRST START", "SPAN")
+	if a.keys {
+		fmt.Fprintf(t.w, "  %12s", "TLS KEYED")
+	}
+	fmt.Fprintln(t.w)
 	for _, s := range servers {
-		fmt.Fprintf(t.w, "%-*s  %-10s  %8d  %7d  %12d  %12d  %12s  %12s\n", width, s.addr, s.protocol(), s.sessions, s.partial,
+		fmt.Fprintf(t.w, "%-*s  %-10s  %8d  %7d  %12d  %12d  %12s  %12s", width, s.addr, s.protocol(), s.sessions, s.partial,
 			s.clientBytes, s.serverBytes, inspectSeconds(s.first, 3), inspectSeconds(s.last-s.first, 3))
+		if a.keys {
+			fmt.Fprintf(t.w, "  %12s", fmt.Sprintf("%d/%d", s.tlsKeyed, s.tls))
+		}
+		fmt.Fprintln(t.w)
 	}
 	partial := 0
 	for _, s := range servers {
@@ -409,6 +481,10 @@ type inspectServerJSON struct {
 	ServerBytes int64   `json:"server_bytes"`
 	FirstStartS float64 `json:"first_start_s"`
 	SpanS       float64 `json:"span_s"`
+	// With a key log: the sessions that began with a TLS ClientHello,
+	// and those of them it has keys for.
+	TLSSessions *int `json:"tls_sessions,omitempty"`
+	TLSKeyed    *int `json:"tls_keyed,omitempty"`
 }
 
 type inspectLinkTypeJSON struct {
@@ -484,6 +560,10 @@ func (j *inspectJSON) finish(a *inspectAgg, c capture.Stats, b session.Stats, re
 			ClientBytes: s.clientBytes, ServerBytes: s.serverBytes,
 			FirstStartS: s.first.Seconds(), SpanS: (s.last - s.first).Seconds(),
 		})
+		if a.keys {
+			n, k := s.tls, s.tlsKeyed
+			servers[len(servers)-1].TLSSessions, servers[len(servers)-1].TLSKeyed = &n, &k
+		}
 	}
 	st := inspectStatsJSON{
 		Frames: c.Frames, Bytes: c.Bytes, TCPSegments: c.TCP, NonTCP: c.NonTCP, Malformed: c.Malformed,

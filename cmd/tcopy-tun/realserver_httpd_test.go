@@ -52,6 +52,11 @@ type helperArgs struct {
 	State  string   `json:"state,omitempty"`  // httpd: file the state is written to on SIGTERM
 	Addrs  []string `json:"addrs,omitempty"`  // client: servers to run the workload against, in turn
 	Round  int      `json:"round,omitempty"`  // client: number of the first workload (names its paths)
+	// tlsd, tlsclient (realserver_tls_test.go): certificate and key
+	// files, the client's key log.
+	Cert   string `json:"cert,omitempty"`
+	Key    string `json:"key,omitempty"`
+	KeyLog string `json:"keylog,omitempty"`
 }
 
 // TestRealserverHelperProcess is not a test: it is the entry point of the
@@ -71,6 +76,10 @@ func TestRealserverHelperProcess(t *testing.T) {
 			err = httpdMain(a)
 		case "client":
 			err = httpClientMain(a)
+		case "tlsd":
+			err = tlsdMain(a)
+		case "tlsclient":
+			err = tlsClientMain(a)
 		default:
 			err = fmt.Errorf("unknown helper %q", mode)
 		}

@@ -57,6 +57,18 @@ func (r *report) addAgents(s *agent.Stats) {
 	r.out.Extras = append(r.out.Extras, intercept.Extra{Name: "agents", Value: j})
 }
 
+// addTLS adds the TLS counters to the report, as "tls".
+func (r *report) addTLS(t *tlsRun) {
+	if r.out == nil || t == nil {
+		return
+	}
+	s := t.summary()
+	if s.Sessions+s.Handshakes+s.HandshakeFailed == 0 && !t.active.Load() {
+		return // a plaintext replay: its report is as before
+	}
+	r.out.Extras = append(r.out.Extras, intercept.Extra{Name: "tls", Value: s})
+}
+
 // agentsJSON is the report's "agents" member (--pcap-listen, --pcap
 // tcp://): totals, then the first 256 agents in connection order.
 type agentsJSON struct {
@@ -92,6 +104,9 @@ func writeSummary(w io.Writer, res *runResult) {
 	if res.report != nil && res.report.out != nil {
 		res.report.out.Totals.WriteText(w)
 		res.report.out.WriteRequestsText(w)
+	}
+	if res.tls != nil {
+		res.tls.summary().writeText(w)
 	}
 	if p := res.pcap; p != nil {
 		fmt.Fprintf(w, "pcap:        %d packets (%d bytes) written to %s, %d connections named by their session", p.stats.Packets, p.stats.Bytes, p.name, p.stats.Comments)

@@ -248,6 +248,7 @@ type runResult struct {
 	seen       *serversSeen // the captured servers of the connections read, selected or not
 	agents     *agent.Stats // capture agents (--pcap-listen, --pcap tcp://), else nil
 	pcap       *pcapResult  // --write-pcap, nil without it
+	tls        *tlsRun      // TLS decryption and the target's TLS, nil when off
 }
 
 // pcapResult is what --write-pcap wrote.
@@ -303,6 +304,11 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 	}
 	defer cleanup()
 
+	tr, err := newTLSRun(&f.tls)
+	if err != nil {
+		return nil, usageError{err}
+	}
+
 	rep := newReport(f)
 	obs := rep.observer()
 	if outs.pcap != nil {
@@ -340,6 +346,10 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 			cfg.ClientNet6 = p
 		}
 	}
+	if tr != nil {
+		cfg.WrapConn = tr.wrapConn
+		tr.warn = func(format string, args ...any) { warnf(e, format, args...) }
+	}
 	runner, err := replay.New(cfg)
 	if err != nil {
 		return nil, usageError{err}
@@ -348,7 +358,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 	if f.metrics != nil {
 		f.metrics.Watch(runner, rep.rec)
 	}
-	res := &runResult{report: rep, seen: newServersSeen(sel)}
+	res := &runResult{report: rep, seen: newServersSeen(sel), tls: tr}
 	scfg := sessionConfig(f, res.seen)
 	prog := startProgress(e, f, runner)
 	var runErr error
@@ -389,6 +399,7 @@ func replayOnce(ctx context.Context, e env, f *replayFlags, sel selection, outs 
 		res.agents = &st
 		rep.addAgents(res.agents)
 	}
+	rep.addTLS(res.tls)
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return nil, runErr
 	}
@@ -406,6 +417,10 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 	err = runner.Stream(ctx, func(ctx context.Context, sink session.Sink) error {
 		r := capture.NewReader(src, f.sourceName())
 		meter := newCaptureMeter(f, r, src)
+		if t := res.tls; t != nil {
+			t.watchSecrets(src)
+			sink = t.wrapSink(sink)
+		}
 		b := passBuilder{session.NewBuilder(scfg, sink), res.seen, meter}
 		switch {
 		case f.endless():

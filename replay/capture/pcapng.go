@@ -17,6 +17,7 @@ const (
 	blockOPB = 0x00000002 // obsolete packet block
 	blockSPB = 0x00000003 // simple packet block
 	blockEPB = 0x00000006 // enhanced packet block
+	blockDSB = 0x0000000A // decryption secrets block
 	bomMagic = 0x1A2B3C4D // byte-order magic in the SHB
 )
 
@@ -26,6 +27,34 @@ const (
 	optTsresol  = 9
 	optTsoffset = 14
 )
+
+// SecretsTLSKeyLog is the secrets type of a decryption secrets block that
+// holds TLS secrets in the NSS key log format (SSLKEYLOGFILE).
+const SecretsTLSKeyLog = 0x544c534b
+
+// Secrets is a pcapng decryption secrets block (Wireshark writes them:
+// editcap --inject-secrets).
+type Secrets struct {
+	Type uint32 // SecretsTLSKeyLog, or another kind (WireGuard, ZigBee, …)
+	Data []byte // owned by the receiver
+	// Frame is the number of frames read before the block (the secrets
+	// apply to the frames after it).
+	Frame int
+}
+
+// SecretsHandler is implemented by the sources whose format can carry
+// decryption secrets (pcapng). A consumer that decrypts (replay/tlsdecrypt)
+// registers a callback; the capture package knows nothing of what the
+// secrets mean.
+type SecretsHandler interface {
+	// OnSecrets makes ReadFrame call fn, on the reading goroutine, for
+	// each decryption secrets block it passes from then on, before the
+	// frame after the block is returned. nil stops the calls (blocks
+	// are skipped, as without a handler).
+	OnSecrets(fn func(Secrets))
+}
+
+var _ SecretsHandler = (*pcapngSource)(nil)
 
 // ngInterface is what a frame needs from its interface description block.
 type ngInterface struct {
@@ -40,8 +69,9 @@ type ngInterface struct {
 // pcapngSource reads pcapng: any number of sections (each may switch byte
 // order and starts a new interface list), any number of interfaces with
 // their own link type and timestamp resolution. Blocks other than SHB, IDB,
-// EPB, SPB and OPB (name resolution, statistics, decryption secrets, custom
-// blocks) are skipped.
+// EPB, SPB and OPB (name resolution, statistics, custom blocks) are skipped,
+// and so are decryption secrets blocks unless a handler takes them
+// (OnSecrets).
 type pcapngSource struct {
 	name   string
 	br     *bufReader
@@ -51,6 +81,26 @@ type pcapngSource struct {
 	last   time.Time // time of the last timestamped frame
 	closer io.Closer
 	err    error
+	// secrets receives decryption secrets blocks (OnSecrets).
+	secrets func(Secrets)
+}
+
+func (s *pcapngSource) OnSecrets(fn func(Secrets)) { s.secrets = fn }
+
+// dsb hands a decryption secrets block to the handler.
+func (s *pcapngSource) dsb(body []byte, start int64) error {
+	if s.secrets == nil {
+		return nil
+	}
+	if len(body) < 8 {
+		return damaged("decryption secrets block at byte %d: body of %d bytes, need 8", start, len(body))
+	}
+	typ, n := s.order.Uint32(body), s.order.Uint32(body[4:])
+	if uint64(n) > uint64(len(body)-8) {
+		return damaged("decryption secrets block at byte %d: secrets of %d bytes overrun the %d-byte block", start, n, len(body)+12)
+	}
+	s.secrets(Secrets{Type: typ, Data: append([]byte(nil), body[8:8+n]...), Frame: s.n})
+	return nil
 }
 
 func newPcapngSource(name string, br *bufReader, closer io.Closer) (*pcapngSource, error) {
@@ -234,6 +284,10 @@ func (s *pcapngSource) read() (Frame, error) {
 			if err := s.iface(body, start); err != nil {
 				return Frame{}, err
 			}
+		case blockDSB:
+			if err := s.dsb(body, start); err != nil {
+				return Frame{}, err
+			}
 		case blockEPB:
 			if len(body) < 20 {
 				return Frame{}, damaged("enhanced packet block at byte %d: body of %d bytes, need 20", start, len(body))
@@ -281,8 +335,8 @@ func (s *pcapngSource) read() (Frame, error) {
 			// the middle of a capture (a zero time for the first frame).
 			return s.frame(0, 0, false, data, wirelen, start)
 		default:
-			// Name resolution, interface statistics, decryption secrets,
-			// custom and unknown blocks carry no frames.
+			// Name resolution, interface statistics, custom and unknown
+			// blocks carry no frames.
 		}
 	}
 }

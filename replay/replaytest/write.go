@@ -229,6 +229,16 @@ func (nw *PcapngWriter) WriteFrame(iface int, f capture.Frame) error {
 	return nw.block(6, body)
 }
 
+// WriteSecrets writes a decryption secrets block of secrets type typ
+// (0x544c534b: a TLS key log).
+func (nw *PcapngWriter) WriteSecrets(typ uint32, data []byte) error {
+	body := make([]byte, 8, 8+pad4(len(data)))
+	nw.order.PutUint32(body, typ)
+	nw.order.PutUint32(body[4:], uint32(len(data)))
+	body = append(body, data...)
+	return nw.block(0x0000000A, body)
+}
+
 // WriteBlock writes an arbitrary block (name resolution, statistics,
 // custom): readers must skip what they do not use.
 func (nw *PcapngWriter) WriteBlock(typ uint32, body []byte) error {
