@@ -104,31 +104,36 @@ func (p *passRun) drive(ctx context.Context, c *copyRun, ready time.Time) {
 	}
 	holes := f.holes
 	p.mu.Unlock()
-	if r.Err == nil && r.Outcome == OK && r.Deviations.hard() {
-		r.Outcome = Deviation
-		if sr.lossy || holes {
-			// The capture lost bytes of this session: what the target
-			// did differently may well be what it was never sent.
-			r.Outcome = Incomplete
-		}
-	}
-	if r.Err == nil && r.Outcome == OK && sr.lossy {
-		r.Outcome = Incomplete
-	}
-	if r.Outcome == Reset && (sr.lossy || holes) {
-		// A target that reset a connection whose capture lost bytes was
-		// sent what the client did not send as captured (bytes missing,
-		// or a later connection on the same 4-tuple whose handshake was
-		// lost, taken for more of this one): the capture's failure, not
-		// the target's. The error stays in the result.
-		r.Outcome = Incomplete
-	}
+	sr.settle(holes)
 	// Bytes, chunks and deviations were counted as they happened (a
 	// session may run for days); the outcome is known now.
 	st.outcomes[r.Outcome].Add(1)
 	if sr.obs != nil {
 		sr.pumpCaptured()
 		sr.obs.Done(r)
+	}
+}
+
+// settle decides the outcome of a session that ran. Where the capture lost
+// bytes of the session (holes, or turns that followed lost client bytes),
+// what the target did differently may well be what it was never sent: a
+// hard deviation, or a reset (bytes missing, or a later connection on the
+// same 4-tuple whose handshake was lost, taken for more of this one), is
+// then the capture's failure, Incomplete, not the target's. The error stays
+// in the result.
+func (sr *sessRun) settle(holes bool) {
+	r := &sr.res
+	captureLost := sr.lossy || holes
+	switch {
+	case r.Err == nil && r.Outcome == OK && r.Deviations.hard():
+		r.Outcome = Deviation
+		if captureLost {
+			r.Outcome = Incomplete
+		}
+	case r.Err == nil && r.Outcome == OK && sr.lossy:
+		r.Outcome = Incomplete
+	case r.Outcome == Reset && captureLost:
+		r.Outcome = Incomplete
 	}
 }
 
