@@ -244,6 +244,14 @@ func TestPrivilegedRealTLSNginx(t *testing.T) {
 		if run.report.Summary.Succeeded != 2 {
 			t.Fatalf("%s: %d sessions succeeded, want 2\n%s", c.name, run.report.Summary.Succeeded, run.stderr)
 		}
+		// Closed as captured: curl's close_notify and FIN, nginx's close.
+		if d := nonZero(run.report.Summary.Deviations); len(d) != 0 {
+			var rows []string
+			for _, r := range run.report.Sessions {
+				rows = append(rows, fmt.Sprintf("session %d: captured end %s, replayed end %s, deviations %v", r.ID, r.EndCaptured, r.EndReplayed, nonZero(r.Deviations)))
+			}
+			t.Errorf("%s: deviations %v, want none\n%s\n%s", c.name, d, strings.Join(rows, "\n"), run.stderr)
+		}
 	}
 
 	// Without keys: the TLS sessions are not replayed, and said so.

@@ -107,9 +107,17 @@ type Result struct {
 	// skipped: their key is not used.
 	EarlyDataSkipped int64
 	// Ended is set for a direction that sent an alert (close_notify or
-	// fatal); Alert is its level and description.
-	Ended [2]bool
-	Alert [2][2]byte
+	// fatal); Alert is its level and description, AlertTime when the
+	// record carrying it was captured (who closed the TLS connection
+	// first, which the TCP FINs may not say).
+	Ended     [2]bool
+	Alert     [2][2]byte
+	AlertTime [2]time.Time
+}
+
+// ClosedNotify reports whether direction d ended with a close_notify alert.
+func (r *Result) ClosedNotify(d Dir) bool {
+	return r.Ended[d] && r.Alert[d][1] == alertCloseNotify
 }
 
 // mark is the capture time of the stream bytes from off on.
@@ -388,7 +396,7 @@ func (c *Conn) record(d Dir, rec []byte, start int64, t time.Time) {
 		case recHandshake:
 			c.handshake(d, frag, false)
 		case recAlert:
-			c.alert(d, frag)
+			c.alert(d, frag, t)
 		case recApplicationData:
 			if d == ClientToServer && c.ch != nil && c.ch.earlyData && !c.serverHello {
 				c.res.EarlyDataSkipped++
@@ -436,19 +444,20 @@ func (c *Conn) record(d Dir, rec []byte, start int64, t time.Time) {
 	case recHandshake:
 		c.handshake(d, pt, true)
 	case recAlert:
-		c.alert(d, pt)
+		c.alert(d, pt, t)
 	case recChangeCipherSpec, recHeartbeat:
 	default:
 		c.fail(StatusFailed, fmt.Errorf("%w: %s record at stream offset %d: content type %d", ErrFailed, d, start, ptype), d)
 	}
 }
 
-func (c *Conn) alert(d Dir, b []byte) {
+func (c *Conn) alert(d Dir, b []byte, t time.Time) {
 	h := &c.h[d]
 	if len(b) >= 2 {
 		c.res.Alert[d] = [2]byte{b[0], b[1]}
 	}
 	c.res.Ended[d] = true
+	c.res.AlertTime[d] = t
 	h.stop = true
 	h.buf, h.hs, h.marks = nil, nil, nil
 }

@@ -26,6 +26,9 @@ const (
 	recHeartbeat        = 24
 )
 
+// alertCloseNotify is the close_notify alert's description (RFC 8446 6.1).
+const alertCloseNotify = 0
+
 // maxCiphertext is the largest record fragment TLS allows (2^14 + 2048,
 // RFC 5246 6.2.3; TLS 1.3 allows 2^14 + 256).
 const maxCiphertext = 1<<14 + 2048

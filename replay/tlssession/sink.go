@@ -338,6 +338,7 @@ func (f *feed) End(t *session.Tail) {
 			f.next.Hole(session.Hole{Server: d == 1, Offset: ends[d], Len: n})
 		}
 	}
+	tt.End = plainEnd(t.End, &r)
 	tt.ClientBytes = ends[0] + holes[0]
 	tt.ServerBytes = ends[1] + holes[1]
 	// The server bytes after the client's close, in plaintext: those of
@@ -346,6 +347,23 @@ func (f *feed) End(t *session.Tail) {
 		tt.ServerBytesAfterClose = max(0, tt.ServerBytes-f.plainBefore(t.ServerBytes-t.ServerBytesAfterClose))
 	}
 	f.next.End(&tt)
+}
+
+// plainEnd is who closed the session first in TLS terms. A client that
+// sends close_notify and then waits for the server's close (curl, and most
+// TLS libraries) often sees the server's FIN cross its own: the capture
+// says server-fin, but the server only closed because the client asked.
+// Replayed as server-fin, the replay would wait for a close the target
+// never makes (nothing asked it to); replayed as client-fin, it sends
+// close_notify and its FIN, as the client did.
+func plainEnd(end session.End, r *tlsdecrypt.Result) session.End {
+	if end != session.EndServerFIN || !r.ClosedNotify(tlsdecrypt.ClientToServer) {
+		return end
+	}
+	if r.Ended[tlsdecrypt.ServerToClient] && r.AlertTime[tlsdecrypt.ServerToClient].Before(r.AlertTime[tlsdecrypt.ClientToServer]) {
+		return end // the server said goodbye first
+	}
+	return session.EndClientFIN
 }
 
 // decryptedCipher is how far the ciphertext of direction d was used.

@@ -145,6 +145,11 @@ func runTLS(t *testing.T, version uint16, sizes [][2]int) tlsRun {
 // packets turns a run into the TCP segments of a capture (MSS 1000: TLS
 // records span segments) between client and server.
 func (r tlsRun) packets(client, server string) []capture.Packet {
+	return r.conv(client, server).CloseClient().Packets()
+}
+
+// conv is packets before the close.
+func (r tlsRun) conv(client, server string) *rt.Conv {
 	c := rt.NewConv(client, server, r.events[0].t.Add(-time.Millisecond))
 	c.MSS = 1000
 	c.Handshake()
@@ -160,7 +165,7 @@ func (r tlsRun) packets(client, server string) []capture.Packet {
 			c.ReplyBytes(e.b)
 		}
 	}
-	return c.CloseClient().Packets()
+	return c
 }
 
 // TestSinkThroughBuilder: a pcapng holding a decryption secrets block and
@@ -342,5 +347,75 @@ func TestSinkHole(t *testing.T) {
 	}
 	if s.ClientBytes != int64(len(client))+s.Holes[0].Len {
 		t.Fatalf("ClientBytes %d, want the plaintext and the hole", s.ClientBytes)
+	}
+}
+
+// TestSinkClientCloseNotify: a client that sent close_notify (crypto/tls's
+// Close) closed the session first, even where the server's FIN is
+// captured before the client's; without its close_notify, or where the
+// server's close_notify came first, the server did.
+func TestSinkClientCloseNotify(t *testing.T) {
+	run := runTLS(t, tls.VersionTLS13, [][2]int{{300, 5000}})
+	kl, err := tlsdecrypt.ParseKeyLog(bytes.NewReader(run.keylog), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client's close_notify is its last record, after the last answer.
+	lastServer := 0
+	for i, e := range run.events {
+		if !e.client {
+			lastServer = i
+		}
+	}
+	if lastServer == len(run.events)-1 {
+		t.Fatal("the run has no client record after the last answer (close_notify)")
+	}
+	without := run
+	without.events = run.events[:lastServer+1]
+	build := func(r tlsRun, serverFirst, decrypt bool) session.End {
+		t.Helper()
+		c := r.conv("10.0.0.1:40001", "10.0.0.9:443")
+		if serverFirst {
+			c.CloseServer()
+		} else {
+			c.CloseClient()
+		}
+		frames, err := rt.Frames(rt.LinkEthernet, c.Packets())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s *session.Session
+		var sink session.Sink = session.Collect(func(x *session.Session) { s = x })
+		if decrypt {
+			sink = tlssession.New(sink, kl)
+		}
+		b := session.NewBuilder(session.Config{ServerDataLimit: 1 << 30}, sink)
+		src, err := capture.NewSource(bytes.NewReader(rt.Pcap(rt.PcapOptions{LinkType: rt.LinkEthernet}, frames)), "close.pcap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ReadFrom(capture.NewReader(src, "close.pcap")); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		if s == nil {
+			t.Fatal("no session")
+		}
+		return s.End
+	}
+	for _, c := range []struct {
+		name                 string
+		run                  tlsRun
+		serverFirst, decrypt bool
+		want                 session.End
+	}{
+		{"close_notify, then the server's FIN first", run, true, true, session.EndClientFIN},
+		{"the same as TCP says it", run, true, false, session.EndServerFIN},
+		{"close_notify, the client's FIN first", run, false, true, session.EndClientFIN},
+		{"no close_notify, the server's FIN first", without, true, true, session.EndServerFIN},
+	} {
+		if got := build(c.run, c.serverFirst, c.decrypt); got != c.want {
+			t.Errorf("%s: end %s, want %s", c.name, got, c.want)
+		}
 	}
 }
