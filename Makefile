@@ -47,15 +47,17 @@ test: build ## all tests (unit, in-memory end-to-end, privileged with a real TUN
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 # make bench: the harness (cmd/tcopy-tun-bench, root). BENCH selects workloads
-# (short, short-nocausal, keepalive, pipelined, bulk, upload, timing, live,
-# million; comma-separated, default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS
+# (short, short-nocausal, keepalive, pipelined, bulk, upload, timing,
+# tls-short, tls-keepalive, live, million; comma-separated, default all), BENCH_QUICK=1 shrinks them, BENCH_FLAGS
 # passes more flags (-runs 3, -profile, -args "--mtu 1500", -live-rate 3000;
 # see bin/tcopy-tun-bench -h). live is the highest short-session rate that live
 # copy (--live lo) follows with no kernel drop, load on the same cores, beside
 # the offline rate of the short capture (BENCH=short,live: about 1.5 minutes).
 # upload is one connection that POSTs 384 MiB (32 MiB quick) and gets a short
 # answer: throughput, the replayer's peak RSS on each path, and whether the
-# target received every byte (BENCH=upload).
+# target received every byte (BENCH=upload). tls-short and tls-keepalive replay
+# TLS 1.3 captures with their key log to an HTTPS target, and set tcopy-tun's
+# CPU per session beside the plaintext twin's and the decryption's alone.
 BENCH       ?=
 BENCH_QUICK ?=
 BENCH_FLAGS ?=

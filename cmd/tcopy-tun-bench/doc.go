@@ -19,9 +19,19 @@
 // (4 sessions × 256 MiB each way), upload (one connection that POSTs
 // 384 MiB and gets a short answer: the replayer's peak RSS on one large
 // client stream), timing (a light keep-alive load at --speed 1: chunk
-// lateness against the schedule), live and million (1,000,000 short
-// sessions: the memory bound). -workloads selects, -quick shrinks them all
-// (upload to 32 MiB).
+// lateness against the schedule), tls-short and tls-keepalive (TLS 1.3,
+// see below), live and million (1,000,000 short sessions: the memory
+// bound). -workloads selects, -quick shrinks them all (upload to 32 MiB).
+//
+// The TLS workloads (tlsgen.go, tlscost.go) speak their sessions through
+// crypto/tls in this process, over an in-memory pipe whose writes become
+// the captured segments, and write the client's key log beside the
+// capture. They replay with --tls-keylog and --target-ca against a second
+// target (`serve -tls-cert -tls-key`, the same answers over HTTPS); then
+// the plaintext twin capture and the TLS capture with --target-tls off
+// are replayed through the TUN to the plaintext target, so that the table
+// shows tcopy-tun's CPU per session for plaintext, for decrypting, and
+// for the new handshakes (issue 12: decrypting must not dominate).
 //
 // live is issue 13's capacity: the highest rate of short sessions that
 // live copy follows on this machine, with the load on the same cores. A

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/replay/capture"
@@ -42,7 +43,14 @@ type capSpec struct {
 	// Think is the server's think time before each answer; ClientThink the
 	// client's between keep-alive requests.
 	Think, ClientThink time.Duration `json:"-"`
+	// TLS: the sessions are spoken through TLS 1.3 (tlsgen.go), their
+	// key log written beside the capture (keylogPath). short and
+	// keepalive only.
+	TLS bool `json:"tls,omitempty"`
 }
+
+// plain is the same capture without TLS.
+func (s capSpec) plain() capSpec { s.TLS = false; return s }
 
 // key identifies the capture for reuse across workloads of one run.
 func (s capSpec) key() string { return fmt.Sprintf("%+v", s) }
@@ -88,7 +96,22 @@ func generate(spec capSpec, path string) (capStats, error) {
 	}
 	switch spec.Kind {
 	case "short", "keepalive", "pipelined":
-		err = genHTTP(w, spec)
+		var g *tlsGen
+		if spec.TLS {
+			if spec.Kind == "pipelined" {
+				err = fmt.Errorf("no TLS for pipelined captures")
+				break
+			}
+			if g, err = newTLSGen(filepath.Dir(path), keylogPath(path)); err != nil {
+				break
+			}
+		}
+		err = genHTTP(w, spec, g)
+		if g != nil {
+			if cerr := g.close(); err == nil {
+				err = cerr
+			}
+		}
 	case "bulk", "upload":
 		// upload is a bulk session with a short answer: the same
 		// generator, which streams the body segment by segment.
@@ -101,6 +124,7 @@ func generate(spec capSpec, path string) (capStats, error) {
 	}
 	if err != nil {
 		os.Remove(path)
+		os.Remove(keylogPath(path))
 		return capStats{}, fmt.Errorf("generate %s capture %q: %w", spec.Kind, path, err)
 	}
 	return w.st, nil
@@ -108,8 +132,8 @@ func generate(spec capSpec, path string) (capStats, error) {
 
 // genHTTP writes request/response sessions. Sessions start Spacing apart;
 // each is complete before the next one is built, so everything before the
-// next start can be written.
-func genHTTP(w *capWriter, spec capSpec) error {
+// next start can be written. With g, each session is spoken through TLS.
+func genHTTP(w *capWriter, spec capSpec, g *tlsGen) error {
 	depth := max(spec.Depth, 1)
 	close := spec.Kind == "short"
 	var req, resp []byte
@@ -119,30 +143,51 @@ func genHTTP(w *capWriter, spec capSpec) error {
 		c := replaytest.NewConvAddr(capturedClient(i, spec.Clients), benchServer, start)
 		c.Step = 100 * time.Microsecond
 		c.Handshake()
-		for j := 0; j < spec.Requests; j += depth {
-			req, resp = req[:0], resp[:0]
-			n := min(depth, spec.Requests-j)
-			for k := range n {
-				last := close && j+k == spec.Requests-1
-				req = appendRequest(req, "GET", spec.Body, i, j+k, 0, last)
-				resp = appendResponseHeader(resp, spec.Body, last)
-				resp = append(resp, body...)
+		if g != nil {
+			// One request per turn (no pipelining), plaintext counted.
+			reqs, resps := make([][]byte, spec.Requests), make([][]byte, spec.Requests)
+			for j := range spec.Requests {
+				last := close && j == spec.Requests-1
+				reqs[j] = appendRequest(nil, "GET", spec.Body, i, j, 0, last)
+				resps[j] = append(appendResponseHeader(nil, spec.Body, last), body...)
+				w.st.ClientBytes += int64(len(reqs[j]))
+				w.st.ServerBytes += int64(len(resps[j]))
+				w.st.Requests++
 			}
-			if j > 0 {
-				c.Wait(spec.ClientThink)
+			if err := g.session(c, reqs, resps, spec.Think, spec.ClientThink, close); err != nil {
+				return fmt.Errorf("TLS session %d: %w", i, err)
 			}
-			c.SendBytes(req).Wait(spec.Think).ReplyBytes(resp)
-			w.st.ClientBytes += int64(len(req))
-			w.st.ServerBytes += int64(len(resp))
-			w.st.Requests += int64(n)
-			if !close {
-				c.ClientAck()
+			if close {
+				c.CloseServer()
+			} else {
+				c.CloseClient()
 			}
-		}
-		if close {
-			c.CloseServer() // the server closes after a Connection: close answer
 		} else {
-			c.CloseClient()
+			for j := 0; j < spec.Requests; j += depth {
+				req, resp = req[:0], resp[:0]
+				n := min(depth, spec.Requests-j)
+				for k := range n {
+					last := close && j+k == spec.Requests-1
+					req = appendRequest(req, "GET", spec.Body, i, j+k, 0, last)
+					resp = appendResponseHeader(resp, spec.Body, last)
+					resp = append(resp, body...)
+				}
+				if j > 0 {
+					c.Wait(spec.ClientThink)
+				}
+				c.SendBytes(req).Wait(spec.Think).ReplyBytes(resp)
+				w.st.ClientBytes += int64(len(req))
+				w.st.ServerBytes += int64(len(resp))
+				w.st.Requests += int64(n)
+				if !close {
+					c.ClientAck()
+				}
+			}
+			if close {
+				c.CloseServer() // the server closes after a Connection: close answer
+			} else {
+				c.CloseClient()
+			}
 		}
 		w.add(c.Packets())
 		if err := w.flushBefore(start.Add(spec.Spacing)); err != nil {

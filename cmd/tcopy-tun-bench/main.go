@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -222,6 +223,8 @@ type workloadResult struct {
 	Targets []goalResult `json:"targets,omitempty"`
 	// Live is the live workload's search, one per path.
 	Live []*liveSearch `json:"live,omitempty"`
+	// TLSCost is a TLS workload's cost against its plaintext twin.
+	TLSCost *tlsCost `json:"tls_cost,omitempty"`
 }
 
 type goalResult struct {
@@ -299,7 +302,9 @@ func (h *harness) run(ctx context.Context) (code int) {
 	}
 	made := map[string]gen{}
 	failed := false
-	var live *liveEnv // set up by the first live workload
+	var live *liveEnv  // set up by the first live workload
+	var tlsTgt *target // started by the first TLS workload
+	var tlsCA string
 	for _, w := range o.workloads {
 		if ctx.Err() != nil {
 			break
@@ -330,6 +335,19 @@ func (h *harness) run(ctx context.Context) (code int) {
 		}
 		ro := replayOpts{ns: ns, tcopy: o.tcopy, target: tgt, tmp: tmp, extra: o.extra, env: o.env, timeout: timeout, dumpDir: dumpDir(o.jsonOut),
 			profile: o.profile, logf: h.logf, capture: g.path, expected: int64(w.Capture.Sessions), expectedBytes: g.st.ClientBytes}
+		plainRO := ro
+		if w.Capture.TLS {
+			if tlsTgt == nil {
+				if tlsTgt, tlsCA, err = h.tlsTarget(ctx, ns, self, tmp, tgt); err != nil {
+					h.logf("%v", err)
+					failed = true
+					continue
+				}
+				defer tlsTgt.stop()
+			}
+			ro.target = tlsTgt
+			ro.extra = append(append([]string(nil), o.extra...), "--tls-keylog", keylogPath(g.path), "--target-ca", tlsCA)
+		}
 		runs := o.runs
 		if runs == 0 {
 			runs = max(w.Runs, 1)
@@ -398,8 +416,15 @@ func (h *harness) run(ctx context.Context) (code int) {
 				wr.Targets = append(wr.Targets, goalResult{What: g.what, Got: got, Met: met})
 			}
 		}
+		if w.Capture.TLS && ctx.Err() == nil && slices.Contains(o.vias, "tun") {
+			if err := h.tlsCostRuns(ctx, plainRO, w, wr, keylogPath(g.path), runs); err != nil && ctx.Err() == nil {
+				h.logf("%v", err)
+				failed = true
+			}
+		}
 		if uses[k]--; uses[k] == 0 && !o.keep {
 			os.Remove(g.path)
+			os.Remove(keylogPath(g.path))
 		}
 	}
 	rep.LoadAfter = loadavg()

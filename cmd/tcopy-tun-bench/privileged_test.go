@@ -67,7 +67,7 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 	})
 	tmp := t.TempDir()
 	js := filepath.Join(t.TempDir(), "bench.json")
-	cmd := exec.Command(bench, "-tcopy-tun", tcopy, "-quick", "-workloads", "short,pipelined,bulk,upload", "-json", js, "-tmp", tmp, "-run-timeout", "2m")
+	cmd := exec.Command(bench, "-tcopy-tun", tcopy, "-quick", "-workloads", "short,pipelined,bulk,upload,tls-short", "-json", js, "-tmp", tmp, "-run-timeout", "2m")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -93,7 +93,7 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Workloads) != 4 || rep.Machine.CPUs == 0 {
+	if len(rep.Workloads) != 5 || rep.Machine.CPUs == 0 {
 		t.Fatalf("report %s", b)
 	}
 	for _, w := range rep.Workloads {
@@ -114,8 +114,26 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 		if w.Ratio <= 0 {
 			t.Errorf("%s: ratio %v", w.Name, w.Ratio)
 		}
+		// The TLS workload: costed against its plaintext twin and its
+		// decryption alone, each replay complete.
+		if c := w.TLSCost; w.Capture.TLS {
+			if c == nil || c.Plain == nil || c.Decrypted == nil {
+				t.Fatalf("%s: no TLS cost: %+v", w.Name, c)
+			}
+			for _, r := range []*runResult{c.Plain, c.Decrypted} {
+				if r.Succeeded != r.Expected || !r.AllBytesDelivered || r.Match["identical"] != r.Expected {
+					t.Errorf("%s cost run: %+v", w.Name, r)
+				}
+			}
+			if c.PlainMS <= 0 || c.DecryptedMS <= 0 || c.TLSMS <= 0 {
+				t.Errorf("%s: cost per session %+v", w.Name, c)
+			}
+		} else if c != nil {
+			t.Errorf("%s: a TLS cost for a plaintext workload", w.Name)
+		}
 	}
-	for _, want := range []string{"short", "pipelined", "bulk", "upload", "tun/socket", "bytes at target", "targets (issue 5)"} {
+	for _, want := range []string{"short", "pipelined", "bulk", "upload", "tun/socket", "bytes at target", "targets:",
+		"tls-short: tcopy-tun CPU per session", "decrypting is", "decrypting < 50 %"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}

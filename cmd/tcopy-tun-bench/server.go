@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -293,13 +294,29 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	think := fs.Duration("think", 0, "wait this long before each answer")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate `FILE` (PEM; with -tls-key)")
+	keyFile := fs.String("tls-key", "", "the certificate's key `FILE` (PEM)")
 	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		fmt.Fprintln(stderr, "tcopy-tun-bench serve: -tls-cert and -tls-key go together")
 		return exitUsage
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcopy-tun-bench serve: %v\n", err)
 		return exitFailure
+	}
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "tcopy-tun-bench serve: %v\n", err)
+			return exitFailure
+		}
+		// The server counts plaintext: what the replay's requests are.
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
 	}
 	s := newServer(ln, *think)
 	defer s.close()

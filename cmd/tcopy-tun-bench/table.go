@@ -66,6 +66,7 @@ func writeTable(w io.Writer, rep *benchReport) {
 	}
 
 	writeLive(w, rep)
+	writeTLSCost(w, rep)
 
 	var goals []string
 	for _, wr := range rep.Workloads {
@@ -78,7 +79,7 @@ func writeTable(w io.Writer, rep *benchReport) {
 		}
 	}
 	if len(goals) > 0 {
-		fmt.Fprintln(w, "\ntargets (issue 5):")
+		fmt.Fprintln(w, "\ntargets:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, g := range goals {
 			fmt.Fprintln(tw, "  "+g)

@@ -40,7 +40,7 @@ func TestSelectWorkloads(t *testing.T) {
 	if err != nil || len(ws) != 2 || ws[0].Name != "bulk" || ws[1].Name != "short" {
 		t.Errorf("selected %v, %v", ws, err)
 	}
-	if ws, _ := selectWorkloads(all, ""); len(ws) != 9 {
+	if ws, _ := selectWorkloads(all, ""); len(ws) != len(all) || len(all) != 11 {
 		t.Errorf("default selects %d workloads", len(ws))
 	}
 	if _, err := selectWorkloads(all, "shrot"); err == nil || !strings.Contains(err.Error(), "have short") {

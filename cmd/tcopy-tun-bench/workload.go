@@ -24,6 +24,9 @@ type workload struct {
 	// rate live copy follows; Capture is then the short capture whose
 	// offline rate it is compared with.
 	Live *liveSpec
+	// TLS workloads (Capture.TLS) replay against the TLS target, with the
+	// capture's key log, and are costed against their plaintext twin
+	// (tlscost.go).
 }
 
 // goal is one of issue 5's targets, checked against a workload's results.
@@ -79,6 +82,15 @@ func workloads(quick bool) []*workload {
 	live := &liveSpec{Start: 1000, Factor: 2, MinRate: 100, MaxRate: 64000, MaxGrow: n(7, 3), Bisect: n(2, 1),
 		Trial: time.Duration(n(4000, 1000)) * time.Millisecond, LagBound: 500 * time.Millisecond, Settle: 3 * time.Second}
 
+	// The TLS workloads: short and keep-alive sessions through TLS 1.3,
+	// each a full handshake (tlsgen.go). Fewer than their plaintext twins:
+	// a new handshake per session costs the target and the replay far
+	// more than a plaintext session.
+	tlsShort := short
+	tlsShort.TLS, tlsShort.Sessions, tlsShort.Clients = true, n(3000, 300), n(300, 30)
+	tlsKeep := keep
+	tlsKeep.TLS = true
+
 	shortGoals := []goal{
 		{"≥ 12,000 sessions/s via tun", func(t, _ *runResult) (string, bool) {
 			return fmt.Sprintf("%.0f/s", t.SessionsPerSec), t.SessionsPerSec >= 12000
@@ -121,6 +133,10 @@ func workloads(quick bool) []*workload {
 					return fmt.Sprintf("%.0f µs", t.ChunkLateness.P99us), t.ChunkLateness.Count > 0 && t.ChunkLateness.P99us < 1000
 				}},
 			}},
+		{Name: "tls-short", Description: fmt.Sprintf("%d short HTTPS sessions (TLS 1.3, full handshake, Connection: close), decrypted with the key log, new handshakes to a TLS target", tlsShort.Sessions),
+			Capture: tlsShort, Metric: "sessions_per_second", Runs: 3, targets: tlsGoals()},
+		{Name: "tls-keepalive", Description: fmt.Sprintf("%d keep-alive HTTPS connections × %d requests (TLS 1.3)", tlsKeep.Sessions, tlsKeep.Requests),
+			Capture: tlsKeep, Metric: "requests_per_second", Runs: 3, targets: tlsGoals()},
 		{Name: "live", Description: fmt.Sprintf("live copy (--live lo) of short sessions made at a fixed rate: the highest rate followed with 0 kernel drops, %v steps, against the offline rate of the short capture", live.Trial),
 			Capture: short, Metric: "sessions_per_second", Runs: 3, Live: live},
 		{Name: "million", Description: fmt.Sprintf("%d short sessions: memory", million.Sessions),
