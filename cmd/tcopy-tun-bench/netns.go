@@ -59,9 +59,10 @@ func createNetns(ctx context.Context, self string) (*netns, error) {
 	return n, nil
 }
 
-// command runs name inside the namespace. `ip netns exec` enters the
-// namespace and execs name in the same process, so the pid and the rusage
-// Wait reports are name's own.
+// command runs name inside the namespace. nsenter enters the namespace's
+// network and execs name in the same process, so the pid and the rusage
+// Wait reports are name's own. (Not `ip netns exec`, which also remounts /
+// and fails where / is not a mount point, as in a chroot.)
 //
 // A nil namespace runs name directly, in the caller's namespace (tests).
 func (n *netns) command(ctx context.Context, name string, args ...string) *exec.Cmd {
@@ -69,7 +70,7 @@ func (n *netns) command(ctx context.Context, name string, args ...string) *exec.
 	if n == nil {
 		cmd = exec.CommandContext(ctx, name, args...)
 	} else {
-		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + n.name, "--", name}, args...)...)
 	}
 	// Ask nicely first (tcopy-tun writes its report and removes its TUN on
 	// SIGINT), then kill.

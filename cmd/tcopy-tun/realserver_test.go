@@ -122,18 +122,21 @@ func requireReal(t *testing.T, tools ...realTool) {
 }
 
 // TestPrivilegedRealMissingTools checks requireReal's contract on the real
-// suite: with the servers and clients missing from PATH (only ip(8) left, so
-// the capability probe still passes), TestPrivilegedRealNginx fails when
-// TCOPY_TUN_PRIVILEGED_TESTS=1 and skips otherwise, naming what to install.
+// suite: with the servers and clients missing from PATH (only ip(8) and
+// nsenter(1) left, so the capability probe still passes),
+// TestPrivilegedRealNginx fails when TCOPY_TUN_PRIVILEGED_TESTS=1 and skips
+// otherwise, naming what to install.
 func TestPrivilegedRealMissingTools(t *testing.T) {
 	tuntest.Privileged(t)
-	ip, err := exec.LookPath("ip")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	if err := os.Symlink(ip, filepath.Join(dir, "ip")); err != nil {
-		t.Fatal(err)
+	for _, tool := range []string{"ip", "nsenter"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, tool)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, ci := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestPrivilegedRealNginx$", "-test.v", "-test.count=1")

@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -1056,15 +1058,21 @@ func openFDs(t *testing.T) int {
 // promiscuous reports whether iface has IFF_PROMISC set.
 func promiscuous(t *testing.T, iface string) bool {
 	t.Helper()
-	b, err := os.ReadFile("/sys/class/net/" + iface + "/flags")
+	// The device's promiscuity count from netlink (IFLA_PROMISCUITY, which
+	// counts packet sockets' PACKET_MR_PROMISC; SIOCGIFFLAGS shows only
+	// what SIOCSIFFLAGS set), asked in this namespace: not
+	// /sys/class/net, which shows the namespace that mounted /sys.
+	out, err := exec.Command("ip", "-d", "-j", "link", "show", "dev", iface).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("ip -d -j link show dev %s: %v", iface, err)
 	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 0, 32)
-	if err != nil {
-		t.Fatal(err)
+	var links []struct {
+		Promiscuity *int `json:"promiscuity"`
 	}
-	return v&unix.IFF_PROMISC != 0
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 || links[0].Promiscuity == nil {
+		t.Fatalf("ip -d -j link show dev %s: %v: %s", iface, err, out)
+	}
+	return *links[0].Promiscuity > 0
 }
 
 // readTunSYN reads packets from the TUN until an IPv4 TCP SYN to port 80.

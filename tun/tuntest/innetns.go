@@ -31,7 +31,7 @@ const (
 //	}
 //
 // Outside, InNetns probes the capability (Privileged), creates a namespace,
-// re-executes the test binary there (`ip netns exec NS os.Args[0]
+// re-executes the test binary there (`nsenter --net=NS os.Args[0]
 // -test.run=^Name$ -test.v`) with the EnvInNetns marker, logs the child's
 // output line by line, fails the test if the child failed or did not run
 // it, skips if the child skipped, and returns false. Inside (the marker

@@ -124,12 +124,47 @@ func stop(c *exec.Cmd) {
 	}
 }
 
-// Command returns an unstarted command that runs args inside the namespace
-// (`ip netns exec NAME args...`; ip execs args in place, so the command's
-// PID is args' PID). Start it with StartCmd to have it stopped at cleanup.
+// Command returns an unstarted command that runs args inside the
+// namespace's network (`nsenter --net=/run/netns/NAME -- args...`; nsenter
+// execs args in place, so the command's PID is args' PID). Start it with
+// StartCmd to have it stopped at cleanup.
+//
+// Not `ip netns exec`: that also makes a mount namespace and remounts /
+// as a slave, which fails where / is not a mount point (a chroot, as a
+// fresh-machine check builds one: "mount --make-rslave / failed"). What the
+// tests need is the network namespace (netlink, sockets, /proc/sys/net,
+// /dev/net/tun all follow it); EtcCommand is ip's way, for the one test
+// that wants /etc/netns/NAME.
 func (n *Netns) Command(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
+}
+
+// Path is the namespace's file, for setns(2) and nsenter.
+func (n *Netns) Path() string { return "/run/netns/" + n.Name }
+
+// EtcCommand is Command through `ip netns exec`, which also binds the files
+// of /etc/netns/NAME over their /etc counterparts (a hosts file of the
+// namespace's own). Use it only where EtcWorks.
+func (n *Netns) EtcCommand(args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
+
+var etcWorks = sync.OnceValue(func() error {
+	name := nsName("etc")
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %w: %s", name, err, bytes.TrimSpace(out))
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	if out, err := exec.Command("ip", "netns", "exec", name, "true").CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns exec: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+})
+
+// EtcWorks reports why `ip netns exec` cannot run here (nil: it can). It
+// needs / to be a mount point, which it is on a machine but not in a plain
+// chroot.
+func EtcWorks() error { return etcWorks() }
 
 // Output runs args inside the namespace and returns the combined output and
 // the error, for commands that are expected to fail.

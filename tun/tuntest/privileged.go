@@ -20,7 +20,7 @@ import (
 const EnvPrivileged = "TCOPY_TUN_PRIVILEGED_TESTS"
 
 // remedy is appended to every probe failure.
-const remedy = "hint: run the privileged tests as root with /dev/net/tun and iproute2 available, " +
+const remedy = "hint: run the privileged tests as root with /dev/net/tun, iproute2 and util-linux available, " +
 	"e.g. `go test -exec sudo ./...` (not `sudo go test`)"
 
 // Privileged probes what privileged tests really need and skips the test
@@ -48,6 +48,9 @@ func Probe() error { return probe() }
 func probe() error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return fmt.Errorf("find ip(8): %w (install iproute2)", err)
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		return fmt.Errorf("find nsenter(1): %w (install util-linux)", err)
 	}
 	if err := probeTUNInScratchNetns(); err != nil {
 		return err
