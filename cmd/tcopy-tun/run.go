@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -419,7 +420,12 @@ func replayPass(ctx context.Context, runner *replay.Runner, src capture.Source, 
 		meter := newCaptureMeter(f, r, src)
 		if t := res.tls; t != nil {
 			t.watchSecrets(src)
-			sink = t.wrapSink(sink)
+			// The decryption needs every server record (to decrypt the
+			// answers and to translate what each request waited for into
+			// plaintext bytes): the builder keeps the whole server
+			// stream and --response-limit cuts the plaintext after it.
+			sink = t.wrapSink(session.LimitServer(sink, scfg.ServerDataLimit))
+			scfg.ServerDataLimit = math.MaxInt64
 		}
 		b := passBuilder{session.NewBuilder(scfg, sink), res.seen, meter}
 		switch {

@@ -21,7 +21,9 @@
 //
 // Limits: the server stream must reach it whole for the translation of
 // ServerBytesBefore and for the server's plaintext — a Builder whose
-// ServerDataLimit cuts the server stream leaves the rest as a hole.
+// ServerDataLimit cuts the server stream leaves the rest as a hole. So
+// cmd/tcopy-tun lifts the Builder's limit and puts session.LimitServer
+// after the Sink: --response-limit cuts the plaintext.
 // Memory per session: the decryptor's (about one record per direction)
 // plus one entry per server record not yet passed by a client chunk's
 // acknowledgment.

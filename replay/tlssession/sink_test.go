@@ -419,3 +419,61 @@ func TestSinkClientCloseNotify(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkResponseLimit: with the Builder keeping the whole server stream
+// and session.LimitServer after the sink (as cmd/tcopy-tun composes them),
+// the plaintext answer is cut at the limit but every request still waits
+// for the whole plaintext answer before it (ServerBytesBefore as without
+// a limit). The Builder's own limit before the sink would lose the records
+// past it, and with them what the later requests waited for.
+func TestSinkResponseLimit(t *testing.T) {
+	sizes := [][2]int{{300, 5000}, {20000, 10}, {7, 40000}, {9, 3}}
+	run := runTLS(t, tls.VersionTLS13, sizes)
+	frames, err := rt.Frames(rt.LinkEthernet, run.packets("10.0.0.1:40001", "10.0.0.9:443"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kl, err := tlsdecrypt.ParseKeyLog(bytes.NewReader(run.keylog), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 1000
+	build := func(builderLimit int64, after bool) *session.Session {
+		var s *session.Session
+		var next session.Sink = session.Collect(func(x *session.Session) { s = x })
+		if after {
+			next = session.LimitServer(next, limit)
+		}
+		b := session.NewBuilder(session.Config{ServerDataLimit: builderLimit}, tlssession.New(next, kl))
+		src, err := capture.NewSource(bytes.NewReader(rt.Pcap(rt.PcapOptions{LinkType: rt.LinkEthernet}, frames)), "limit.pcap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ReadFrom(capture.NewReader(src, "limit.pcap")); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		return s
+	}
+	// What each request waited for: the plaintext answers before it.
+	sbbs := func(s *session.Session) []int64 {
+		var out []int64
+		for _, c := range s.Chunks {
+			if n := len(out); n == 0 || out[n-1] != c.ServerBytesBefore {
+				out = append(out, c.ServerBytesBefore)
+			}
+		}
+		return out
+	}
+	want := []int64{0, 5000, 5010, 45010}
+	s := build(1<<30, true)
+	if got := sbbs(s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("limit after the sink: the requests waited for %v plaintext bytes, want %v", got, want)
+	}
+	if len(s.ServerData) != limit || s.Flags&session.ServerCut == 0 || s.ServerBytes != 45013 {
+		t.Errorf("limit after the sink: %d server bytes kept (flags %s) of %d, want %d kept, cut", len(s.ServerData), s.Flags, s.ServerBytes, limit)
+	}
+	if got := sbbs(build(limit, false)); fmt.Sprint(got) == fmt.Sprint(want) {
+		t.Errorf("the Builder's limit before the sink kept what the requests waited for (%v): the test shows nothing", got)
+	}
+}
