@@ -520,8 +520,7 @@ func capHelper(t *testing.T, caps string, tun0666 bool) map[string]string {
 			t.Skipf("%s not found (install util-linux): %v", tool, err)
 		}
 	}
-	// The test binary lives in a 0700 build directory: copy it where uid
-	// 65534 can execute it.
+	// The helper goes where uid 65534 can execute it.
 	dir, err := os.MkdirTemp("", "tcopytest-tun-cap-")
 	if err != nil {
 		t.Fatal(err)
@@ -530,13 +529,15 @@ func capHelper(t *testing.T, caps string, tun0666 bool) map[string]string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A static build of this test binary (no cgo, so no race detector):
+	// the running one may be dynamic (-race), and a dynamic binary run
+	// as nobody needs to read the C library, which a chroot whose root is
+	// 0700 (the fresh-machine check's) does not allow.
 	bin := filepath.Join(dir, "tun.test")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
+	build := exec.Command("go", "test", "-c", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c (static helper): %v\n%s", err, out)
 	}
 	script := `exec setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps "$1" --ambient-caps "$1" "$2"`
 	if tun0666 {
@@ -547,9 +548,15 @@ func capHelper(t *testing.T, caps string, tun0666 bool) map[string]string {
 		if err := os.Chmod(node, 0o666); err != nil { // mknod applies the umask
 			t.Fatal(err)
 		}
-		script = `mount --bind "$3" /dev/net/tun && ` + script
+		// The namespace's mounts private before the bind: all of them,
+		// or /dev alone where / is not a mount point (a chroot), so that
+		// the bind stays in this mount namespace either way.
+		script = `{ mount --make-rprivate / 2>/dev/null || mount --make-rprivate /dev; } && ` +
+			`mount --bind "$3" /dev/net/tun && ` + script
 	}
-	c := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", caps, bin, filepath.Join(dir, "tun"))
+	// --propagation unchanged: unshare's own "private" fails where / is
+	// not a mount point; the script makes the mounts private itself.
+	c := exec.Command("unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "sh", caps, bin, filepath.Join(dir, "tun"))
 	c.Env = append(os.Environ(), envHelper+"=open", envHelperTargets+"=127.0.0.1")
 	out, err := c.CombinedOutput()
 	t.Logf("helper (caps %s, 0666 node %v):\n%s", caps, tun0666, out)

@@ -69,13 +69,13 @@ type liveEnv struct {
 func (n *netns) addDummy(ctx context.Context, name, prefix string) error {
 	var errs []string
 	for _, kind := range []string{"dummy", "ifb", "bridge"} {
-		out, err := exec.CommandContext(ctx, "ip", "-n", n.name, "link", "add", name, "type", kind).CombinedOutput()
+		out, err := n.ip(ctx, "link", "add", name, "type", kind).CombinedOutput()
 		if err != nil {
 			errs = append(errs, kind+": "+string(bytes.TrimSpace(out)))
 			continue
 		}
 		for _, args := range [][]string{{"link", "set", name, "up"}, {"addr", "add", prefix, "dev", name}} {
-			if out, err := exec.CommandContext(ctx, "ip", append([]string{"-n", n.name}, args...)...).CombinedOutput(); err != nil {
+			if out, err := n.ip(ctx, args...).CombinedOutput(); err != nil {
 				return fmt.Errorf("namespace %s: ip %s: %v: %s", n.name, strings.Join(args, " "), err, bytes.TrimSpace(out))
 			}
 		}
@@ -387,7 +387,7 @@ func (h *harness) startLive(ctx context.Context, ns *netns, self string, tgt *ta
 	if err := ns.addDummy(ctx, liveSourceIf, liveSourcePfx); err != nil {
 		return nil, fmt.Errorf("live: %w", err)
 	}
-	if out, err := exec.CommandContext(ctx, "ip", "-n", ns.name, "route", "add", "local", liveClientNet, "dev", "lo").CombinedOutput(); err != nil {
+	if out, err := ns.ip(ctx, "route", "add", "local", liveClientNet, "dev", "lo").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("live: namespace %s: ip route add local %s dev lo: %v: %s", ns.name, liveClientNet, err, bytes.TrimSpace(out))
 	}
 	src, err := startTarget(ctx, ns, self, liveSourceAddr, "-think", w.Capture.Think.String())

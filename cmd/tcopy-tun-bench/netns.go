@@ -44,7 +44,7 @@ func createNetns(ctx context.Context, self string) (*netns, error) {
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", n.name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("create namespace %s: ip netns add: %v: %s", n.name, err, bytes.TrimSpace(out))
 	}
-	if out, err := exec.CommandContext(ctx, "ip", "-n", n.name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+	if out, err := n.ip(ctx, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		n.delete()
 		return nil, fmt.Errorf("namespace %s: bring up lo: %v: %s", n.name, err, bytes.TrimSpace(out))
 	}
@@ -80,6 +80,12 @@ func (n *netns) command(ctx context.Context, name string, args ...string) *exec.
 	// go with the next run's sweep.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
+}
+
+// ip runs ip(8) inside the namespace (through nsenter, as command does:
+// `ip -n` switches namespaces as `ip netns exec` does, remounting /).
+func (n *netns) ip(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + n.name, "--", "ip"}, args...)...)
 }
 
 // delete removes the namespace. Processes still in it must have been

@@ -46,21 +46,26 @@ const (
 const e2eGorace = "GORACE=atexit_sleep_ms=0"
 
 // e2eBuild is the tcopy-tun binary built once per test process, into a
-// directory TestMain removes.
-var e2eBuild struct {
+// directory TestMain removes; e2eStatic the same without cgo (see
+// e2eStaticBinary).
+type e2eBuilt struct {
 	once sync.Once
 	dir  string
 	path string
 	err  error
 }
 
+var e2eBuild, e2eStatic e2eBuilt
+
 func TestMain(m *testing.M) {
 	if os.Getenv(e2eServerModeEnv) != "" {
 		os.Exit(e2eServerMain(os.Getenv(e2eServerModeEnv), os.Getenv(e2eServerListenEnv)))
 	}
 	code := m.Run()
-	if e2eBuild.dir != "" {
-		os.RemoveAll(e2eBuild.dir)
+	for _, b := range []*e2eBuilt{&e2eBuild, &e2eStatic} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -71,7 +76,21 @@ func TestMain(m *testing.M) {
 // execute it.
 func e2eBinary(t *testing.T) string {
 	t.Helper()
-	b := &e2eBuild
+	return e2eBuild.build(t, e2eRace)
+}
+
+// e2eStaticBinary is the command built without cgo (so without the race
+// detector): a static binary, for runs as nobody. A dynamic one needs
+// nobody to read the C library, which a chroot whose root is 0700 (the
+// fresh-machine check's) does not allow: the run would end in the loader,
+// not in tcopy-tun.
+func e2eStaticBinary(t *testing.T) string {
+	t.Helper()
+	return e2eStatic.build(t, false, "CGO_ENABLED=0")
+}
+
+func (b *e2eBuilt) build(t *testing.T, race bool, env ...string) string {
+	t.Helper()
 	b.once.Do(func() {
 		b.dir, b.err = os.MkdirTemp("", "tcopy-tun-e2e-")
 		if b.err != nil {
@@ -82,10 +101,12 @@ func e2eBinary(t *testing.T) string {
 		}
 		b.path = filepath.Join(b.dir, "tcopy-tun")
 		args := []string{"build", "-o", b.path}
-		if e2eRace {
+		if race {
 			args = append(args, "-race")
 		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		c := exec.Command("go", append(args, ".")...)
+		c.Env = append(os.Environ(), env...)
+		out, err := c.CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}

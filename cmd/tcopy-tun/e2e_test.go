@@ -448,18 +448,23 @@ func TestPrivilegedE2EInterrupt(t *testing.T) {
 // and one hint line, exit code exitPriv, and changes nothing.
 func TestPrivilegedE2EMissingCapability(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		wrap []string
+		name   string
+		wrap   []string
+		static bool
 	}{
 		// root, but without CAP_NET_ADMIN in the bounding set: exec cannot
 		// grant it.
-		{"root-without-net-admin", []string{"setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", "--"}},
+		{"root-without-net-admin", []string{"setpriv", "--bounding-set=-net_admin", "--inh-caps=-all", "--"}, false},
 		// nobody, no capabilities (here /dev/net/tun is 0600, so the open
-		// already fails; with 0666 TUNSETIFF would).
-		{"nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}},
+		// already fails; with 0666 TUNSETIFF would). The static build:
+		// see e2eStaticBinary.
+		{"nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newE2E(t)
+			if tc.static {
+				x.bin = e2eStaticBinary(t)
+			}
 			x.snapshot()
 			pcap := x.file("demo.pcap", replaytest.DemoPcap())
 			c := x.ns.Command(append(tc.wrap, x.bin, "--pcap", pcap, "--target", "127.0.0.1:8080", "--speed", "max")...)

@@ -387,9 +387,14 @@ func containerLike(caps []string, args ...string) []string {
 	for _, c := range caps {
 		bounding += ",+" + strings.ToLower(c)
 	}
-	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
+	// The mounts are made private before the bind (all of them, or /proc
+	// alone where / is not a mount point, as in a chroot: unshare's own
+	// --propagation private fails there), so that it stays in this mount
+	// namespace.
+	script := `{ mount --make-rprivate / 2>/dev/null || mount --make-rprivate /proc; } && ` +
+		`mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
 		`exec setpriv --no-new-privs --bounding-set ` + bounding + ` --inh-caps -all "$@"`
-	return append([]string{"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh"}, args...)
+	return append([]string{"unshare", "--mount", "--propagation", "unchanged", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh"}, args...)
 }
 
 // TestPrivilegedKubernetesSidecar runs the tcopy-tun sidecar of
