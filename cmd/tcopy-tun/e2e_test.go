@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tcopy-tun/tcopy-tun/replay/replaytest"
+	"github.com/tcopy-tun/tcopy-tun/tun/tuntest"
 )
 
 // The default client ranges the TUN routes (DESIGN, "Addresses").
@@ -458,12 +459,14 @@ func TestPrivilegedE2EMissingCapability(t *testing.T) {
 		// nobody, no capabilities (here /dev/net/tun is 0600, so the open
 		// already fails; with 0666 TUNSETIFF would). The static build:
 		// see e2eStaticBinary.
-		{"nobody", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, true},
+		{"nobody", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newE2E(t)
 			if tc.static {
 				x.bin = e2eStaticBinary(t)
+				caps := tuntest.NobodyCaps(t, "-all")
+				tc.wrap = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=" + caps, "--ambient-caps=" + caps, "--"}
 			}
 			x.snapshot()
 			pcap := x.file("demo.pcap", replaytest.DemoPcap())

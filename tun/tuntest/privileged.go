@@ -134,3 +134,27 @@ func randHex(n int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// RootSearchable reports whether other users may look up paths under /:
+// / is 0755 on any installed system, but a chroot made with mktemp -d (the
+// fresh-machine check's) has a 0700 root, and a process run as nobody
+// there cannot reach any file by an absolute path (its libraries, /proc,
+// /dev/net/tun). Tests that run as nobody give it CAP_DAC_READ_SEARCH
+// where this is false (NobodyCaps), which reads and searches but never
+// writes, and bypasses nothing about the network.
+func RootSearchable() bool {
+	var st unix.Stat_t
+	return unix.Stat("/", &st) == nil && st.Mode&0o001 != 0
+}
+
+// NobodyCaps returns caps (setpriv's syntax: "+net_admin", "-all") with
+// "+dac_read_search" added where RootSearchable is false, and says so in
+// the test's log.
+func NobodyCaps(t testing.TB, caps string) string {
+	t.Helper()
+	if RootSearchable() {
+		return caps
+	}
+	t.Logf("/ is not searchable by other users here (a chroot?): the run as nobody gets CAP_DAC_READ_SEARCH to reach its files")
+	return caps + ",+dac_read_search"
+}
