@@ -418,23 +418,41 @@ func (h *harness) offlineRate(ctx context.Context, rep *benchReport, ro replayOp
 			return r.SessionsPerSec, r.CPUPer1k, "short workload of this run", nil
 		}
 	}
+	m, err := replayMedian(ctx, ro, w, via, runs, "sessions_per_second", func(res *runResult) {
+		h.logf("live %-6s offline reference: %s", via, res.line())
+	})
+	if errors.Is(err, errNoMedian) {
+		return 0, 0, "", fmt.Errorf("offline reference via %s: %w", via, err)
+	}
+	if err != nil {
+		return 0, 0, "", err
+	}
+	return m.SessionsPerSec, m.CPUPer1k, fmt.Sprintf("short capture replayed here, median of %d", runs), nil
+}
+
+// errNoMedian: none of the runs completed.
+var errNoMedian = errors.New("no completed replay")
+
+// replayMedian replays w's capture runs times through via (logged one by
+// one with logRun) and returns the median run by metric.
+func replayMedian(ctx context.Context, ro replayOpts, w *workload, via string, runs int, metric string, logRun func(*runResult)) (*runResult, error) {
 	var rs []*runResult
 	for i := 0; i < runs && ctx.Err() == nil; i++ {
 		res, err := runReplay(ctx, ro, w, via)
 		if err != nil {
-			return 0, 0, "", err
+			return nil, err
 		}
-		h.logf("live %-6s offline reference: %s", via, res.line())
+		logRun(res)
 		rs = append(rs, res)
 	}
 	if ctx.Err() != nil {
-		return 0, 0, "", ctx.Err()
+		return nil, ctx.Err()
 	}
-	m := median(rs, via, "sessions_per_second")
+	m := median(rs, via, metric)
 	if m == nil {
-		return 0, 0, "", fmt.Errorf("offline reference via %s: no completed replay", via)
+		return nil, errNoMedian
 	}
-	return m.SessionsPerSec, m.CPUPer1k, fmt.Sprintf("short capture replayed here, median of %d", len(rs)), nil
+	return m, nil
 }
 
 // machineTicks returns the busy and total CPU ticks of the whole machine

@@ -97,19 +97,9 @@ func (h *harness) tlsCostRuns(ctx context.Context, ro replayOpts, w *workload, w
 	defer os.Remove(twin)
 	median3 := func(name string, o replayOpts) (*runResult, error) {
 		wl := &workload{Name: name, Capture: w.Capture, Metric: w.Metric}
-		var rs []*runResult
-		for i := 0; i < runs && ctx.Err() == nil; i++ {
-			res, err := runReplay(ctx, o, wl, "tun")
-			if err != nil {
-				return nil, err
-			}
+		return replayMedian(ctx, o, wl, "tun", runs, w.Metric, func(res *runResult) {
 			h.logf("%-15s %-6s %s", name, "tun", res.line())
-			rs = append(rs, res)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return median(rs, "tun", w.Metric), nil
+		})
 	}
 	po := ro
 	po.capture, po.expectedBytes = twin, st.ClientBytes

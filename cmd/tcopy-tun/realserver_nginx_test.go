@@ -103,6 +103,21 @@ func (nginxServer) start(t *testing.T, e *realEnv, tag string) realInstance {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "access.log")
+	cf := writeNginxConf(t, dir, nginxLogFormat, fmt.Sprintf(`
+		listen %[1]s:%[2]d;
+		listen 127.0.0.1:%[2]d;
+		root %[3]s;
+		access_log %[4]s suite;`, realServerIP, nginxPort, www, log))
+	p := startProc(t, e.srv, "nginx "+tag, "nginx", "-e", "stderr", "-p", dir, "-c", cf)
+	p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, nginxPort))
+	return &nginxInstance{proc: p, log: log}
+}
+
+// writeNginxConf writes dir/nginx.conf: one foreground process with its
+// state in dir, the access log format "suite" (logFormat), and one server
+// block whose directives are server. It returns the file's path.
+func writeNginxConf(t *testing.T, dir, logFormat, server string) string {
+	t.Helper()
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;
@@ -118,21 +133,15 @@ http {
 	types { text/html html; text/plain txt; application/octet-stream bin; }
 	log_format suite '%[2]s';
 	keepalive_requests 10000;
-	server {
-		listen %[3]s:%[4]d;
-		listen 127.0.0.1:%[4]d;
-		root %[5]s;
-		access_log %[6]s suite;
+	server {%[3]s
 	}
 }
-`, dir, nginxLogFormat, realServerIP, nginxPort, www, log)
+`, dir, logFormat, server)
 	cf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, e.srv, "nginx "+tag, "nginx", "-e", "stderr", "-p", dir, "-c", cf)
-	p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, nginxPort))
-	return &nginxInstance{proc: p, log: log}
+	return cf
 }
 
 // state stops nginx gracefully (SIGQUIT: it finishes what it serves and

@@ -101,36 +101,14 @@ func startTLSNginx(t *testing.T, e *realEnv, tag, cert, key string) (*realProc, 
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "access.log")
-	conf := fmt.Sprintf(`daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log stderr notice;
-events { worker_connections 1024; }
-http {
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	types { text/html html; text/plain txt; }
-	log_format suite '$request_method "$request_uri" $status $ssl_protocol $ssl_server_name';
-	keepalive_requests 10000;
-	server {
-		listen %[2]s:%[3]d ssl;
-		listen %[2]s:%[4]d;
-		ssl_certificate %[5]s;
-		ssl_certificate_key %[6]s;
+	cf := writeNginxConf(t, dir, `$request_method "$request_uri" $status $ssl_protocol $ssl_server_name`, fmt.Sprintf(`
+		listen %[1]s:%[2]d ssl;
+		listen %[1]s:%[3]d;
+		ssl_certificate %[4]s;
+		ssl_certificate_key %[5]s;
 		ssl_protocols TLSv1.2 TLSv1.3;
-		root %[7]s;
-		access_log %[8]s suite;
-	}
-}
-`, dir, realServerIP, tlsNginxPort, tlsNginxPlain, cert, key, www, log)
-	cf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+		root %[6]s;
+		access_log %[7]s suite;`, realServerIP, tlsNginxPort, tlsNginxPlain, cert, key, www, log))
 	p := startProc(t, e.srv, "nginx "+tag, "nginx", "-e", "stderr", "-p", dir, "-c", cf)
 	p.waitListening(t, e.srv, fmt.Sprintf("%s:%d", realServerIP, tlsNginxPort))
 	return p, log
